@@ -1,2 +1,17 @@
-"""wrcup: Weighted Reverse Convolution feature upsamplers for frozen vision foundation models."""
+"""wrcup: Weighted Reverse Convolution feature upsamplers for frozen vision foundation models.
+
+>>> import wrcup
+>>> model = wrcup.load()                   # embedded DINOv2-architecture ViT-S/14 + shipped WRC upsampler
+>>> hr = model(images)                     # B×3×H×W in [0, 1] → B×384×(2H/14)×(2W/14)
+"""
 __version__ = "0.1.0"
+
+
+def load(name_or_path="wrc-dinov2-s14-imgfocus", device=None, backbone_weights=None):
+    """Load a trained upsampler with its frozen backbone; see :func:`wrcup.models.bundle.load`."""
+    from .models.bundle import load as _load
+
+    return _load(name_or_path, device=device, backbone_weights=backbone_weights)
+
+
+__all__ = ["load", "__version__"]

@@ -1,1 +1,20 @@
-"""wrcup.models"""
+"""wrcup.models: the upsampler networks (:mod:`wrcup.models.upsampler`) and the backbone + upsampler bundle."""
+from .upsampler import (
+    BilinearUpsampler,
+    Bottleneck,
+    ImageGuidance,
+    StackedUpsampler,
+    WRCUpsampler,
+    build_upsampler,
+    upsample,
+)
+
+__all__ = [
+    "BilinearUpsampler",
+    "Bottleneck",
+    "ImageGuidance",
+    "StackedUpsampler",
+    "WRCUpsampler",
+    "build_upsampler",
+    "upsample",
+]

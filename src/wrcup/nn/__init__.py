@@ -6,17 +6,15 @@ from .registry import create_operator, list_operators, register_operator
 register_operator("bilinear")(BilinearUpsample)
 register_operator("transposed")(TransposedUpsample)
 
-# WRC and Converse2d register "wrc-reference", "wrc-aligned", "wrc-exact" and "converse2d"
-# in wrcup/nn/wrc.py (imported below once it exists).
-try:  # pragma: no cover - removed once wrc.py lands
-    from .wrc import WRC, Converse2d  # noqa: F401
-except ImportError:
-    pass
+# WRC and Converse2d register "wrc-reference", "wrc-aligned", "wrc-exact" and "converse2d" on import.
+from .wrc import WRC, Converse2d
 
 __all__ = [
     "UpsampleOperator",
     "BilinearUpsample",
     "TransposedUpsample",
+    "WRC",
+    "Converse2d",
     "create_operator",
     "list_operators",
     "register_operator",

@@ -66,3 +66,70 @@ def zero_insert(q: torch.Tensor, scale: int) -> torch.Tensor:
     out = q.new_zeros(*lead, h, scale, w, scale)
     out[..., :, 0, :, 0] = q
     return out.reshape(*lead, h * scale, w * scale)
+
+
+def alias_mean_half(z_half: torch.Tensor, scale: int, width: int) -> torch.Tensor:
+    """↓avg of a Hermitian high-res spectrum given as its rfft2 half-plane → the full low-res h×w spectrum.
+
+    Equals ``z_full.reshape(..., s, h, s, w).mean((-4, -2))`` for the full spectrum of a real map, without building
+    it: the row aliases are summed on the half-plane first (one pass), and the missing columns c > W//2 of the
+    row-summed h×W map are read from the Hermitian mirror conj(z[-j, W − c]) on the small low-res grid.
+
+    Args:
+        z_half: (..., H, width//2+1) complex (or real, for a real even spectrum such as |F|²).
+        scale: s, with H = s·h and width = W = s·w.
+        width: W, the full high-res width.
+    Returns:
+        (..., h, w) tensor, dtype of ``z_half``.
+    """
+    H, Wh = z_half.shape[-2:]
+    h, w = H // scale, width // scale
+    rows = z_half.reshape(*z_half.shape[:-2], scale, h, Wh).sum(dim=-3)  # h × (W//2+1)
+    n_tail = width - Wh  # columns W//2+1 … W−1
+    if n_tail > 0:
+        flip_rows = (-torch.arange(h, device=z_half.device)) % h
+        tail = rows.index_select(-2, flip_rows)[..., 1 : n_tail + 1].flip(-1)
+        if tail.is_complex():
+            tail = tail.conj()
+        rows = torch.cat([rows, tail], dim=-1)  # h × W, row-summed full spectrum
+    return rows.reshape(*rows.shape[:-1], scale, w).sum(dim=-2) / (scale * scale)
+
+
+def even_odd_half(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Even and odd parts of a real full H×W map under k → −k, restricted to the rfft2 half-plane columns.
+
+    Returns (g_e, g_o), each (..., H, W//2+1): g_e[k] = (g[k] + g[−k]) / 2, g_o[k] = (g[k] − g[−k]) / 2.
+    """
+    H, W = g.shape[-2:]
+    Wh = W // 2 + 1
+    neg_rows = (-torch.arange(H, device=g.device)) % H
+    neg_cols = (-torch.arange(Wh, device=g.device)) % W
+    g_half = g[..., :Wh]
+    g_mirror = g.index_select(-1, neg_cols).index_select(-2, neg_rows)
+    return (g_half + g_mirror) * 0.5, (g_half - g_mirror) * 0.5
+
+
+def block_mean_real(z: torch.Tensor, scale: int) -> torch.Tensor:
+    """Same values as :func:`alias_mean_real`, summing one axis at a time (a single reduction over two
+    non-adjacent axes is an order of magnitude slower on CPU)."""
+    *lead, H, W = z.shape
+    h, w = H // scale, W // scale
+    rows = z.reshape(*lead, scale, h, W).sum(dim=-3)
+    return rows.reshape(*lead, h, scale, w).sum(dim=-2) / (scale * scale)
+
+
+def rep_mul(z_half: torch.Tensor, q_full: torch.Tensor, scale: int, width: int) -> torch.Tensor:
+    """z_half · ↑rep(q) on the high-res half-plane, broadcasting q over the s row blocks instead of tiling it.
+
+    Args:
+        z_half: (..., s·h, width//2+1). q_full: (..., h, w) full low-res spectrum (or real map) with width = s·w.
+    Returns:
+        (..., s·h, width//2+1), equal to ``z_half * tile_half(q_full, scale, width)``.
+    """
+    H, Wh = z_half.shape[-2:]
+    h, w = q_full.shape[-2:]
+    cols = torch.arange(Wh, device=q_full.device) % w
+    q_cols = q_full.index_select(-1, cols).unsqueeze(-3)  # (..., 1, h, Wh)
+    lead = torch.broadcast_shapes(z_half.shape[:-2], q_full.shape[:-2])
+    prod = z_half.reshape(*z_half.shape[:-2], scale, h, Wh) * q_cols
+    return prod.reshape(*lead, H, Wh)

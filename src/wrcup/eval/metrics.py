@@ -1,0 +1,514 @@
+"""Evaluation metrics (pure functions on numpy arrays or torch tensors; CPU, float64 accumulation).
+
+Conventions: masks are H×W (or ..×H×W) arrays, non-zero = foreground; boxes are [x0, y0, x1, y1] in pixel-edge
+coordinates; points are (x, y). Scores are fractions in [0, 1], except :func:`davis_scores`, which reports
+percentages as the DAVIS benchmark tables do.
+
+DAVIS J and F follow the definitions of the official DAVIS evaluation toolkits (2016 and 2017):
+
+* J (region similarity) = |pred ∩ gt| / |pred ∪ gt|, and 1 when both masks are empty.
+* F (boundary measure): each mask's boundary is the set of pixels whose value differs from that of their right,
+  lower or lower-right neighbour, counting only neighbours inside the image (so a mask touching the image border
+  has no boundary along the border, and the bottom-right pixel is never a boundary). Two boundaries match within
+  a tolerance of ``bound_th`` pixels when ``bound_th >= 1``, otherwise ``ceil(bound_th · image diagonal)``
+  pixels; matching dilates the other boundary with a disk of that radius (all offsets (dy, dx) with
+  dy² + dx² ≤ r²). Precision = share of predicted boundary pixels within the dilated ground-truth boundary,
+  recall = share of ground-truth boundary pixels within the dilated predicted boundary, F = 2PR / (P + R)
+  (0 when P + R = 0). An empty predicted boundary gives P = 1, R = 0 if the ground truth has one; an empty
+  ground-truth boundary gives P = 0, R = 1 if the prediction has one; both empty give P = R = 1.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _as_tensor(x, name: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu()
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, (list, tuple)):
+        try:
+            return torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must be an array or tensor: {err}") from None
+    raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+
+
+def _as_masks(pred, gt, void=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    p = _as_tensor(pred, "pred")
+    g = _as_tensor(gt, "gt")
+    if p.shape != g.shape:
+        raise ValueError(f"pred and gt must have the same shape, got {tuple(p.shape)} and {tuple(g.shape)}")
+    if p.ndim < 2:
+        raise ValueError(f"masks must have shape (..., H, W), got {tuple(p.shape)}")
+    v = None
+    if void is not None:
+        v = _as_tensor(void, "void")
+        if v.shape != g.shape:
+            raise ValueError(f"void must have the masks' shape {tuple(g.shape)}, got {tuple(v.shape)}")
+        v = v != 0
+    return p != 0, g != 0, v
+
+
+# ------------------------------------------------------------------------------------------------ DAVIS J
+def region_similarity(pred, gt, void=None) -> float | torch.Tensor:
+    """DAVIS J: intersection over union of two binary masks (1 when both are empty).
+
+    Args:
+        pred, gt: (..., H, W) masks (non-zero = object).
+        void: optional (..., H, W) mask of pixels left out of both intersection and union.
+    Returns:
+        float for H×W inputs, else a float64 tensor of the leading shape.
+    """
+    p, g, v = _as_masks(pred, gt, void)
+    if v is not None:
+        p, g = p & ~v, g & ~v
+    inter = (p & g).sum(dim=(-2, -1)).double()
+    union = (p | g).sum(dim=(-2, -1)).double()
+    j = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+    return float(j) if j.ndim == 0 else j
+
+
+# ------------------------------------------------------------------------------------------------ DAVIS F
+def boundary_map(mask) -> torch.Tensor:
+    """One-pixel-wide boundary of a (..., H, W) binary mask (the DAVIS rule, see the module docstring); bool."""
+    m = _as_tensor(mask, "mask") != 0
+    if m.ndim < 2:
+        raise ValueError(f"mask must have shape (..., H, W), got {tuple(m.shape)}")
+    b = torch.zeros_like(m)
+    b[..., :, :-1] |= m[..., :, :-1] != m[..., :, 1:]  # right neighbour
+    b[..., :-1, :] |= m[..., :-1, :] != m[..., 1:, :]  # lower neighbour
+    b[..., :-1, :-1] |= m[..., :-1, :-1] != m[..., 1:, 1:]  # lower-right neighbour
+    return b
+
+
+def boundary_tolerance(shape: Sequence[int], bound_th: float = 0.008) -> int:
+    """Matching radius in pixels for an (H, W) image: ``bound_th`` if ≥ 1 (an integer), else
+    ``ceil(bound_th · sqrt(H² + W²))``."""
+    if not (isinstance(bound_th, (int, float)) and bound_th > 0):
+        raise ValueError(f"bound_th must be a positive number, got {bound_th!r}")
+    if bound_th >= 1:
+        if float(bound_th) != int(bound_th):
+            raise ValueError(f"bound_th >= 1 is a pixel count and must be an integer, got {bound_th}")
+        return int(bound_th)
+    h, w = shape[-2], shape[-1]
+    return int(math.ceil(bound_th * math.sqrt(h * h + w * w)))
+
+
+def disk(radius: int) -> torch.Tensor:
+    """(2r+1)×(2r+1) bool structuring element: offsets with dy² + dx² ≤ r²."""
+    r = torch.arange(-radius, radius + 1)
+    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius**2
+
+
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Binary dilation of a (..., H, W) bool mask by :func:`disk` (pixels outside the image are background).
+
+    The disk is the union of horizontal segments, one per row offset dy, of half-width floor(sqrt(r² − dy²)).
+    A segment dilation of a row is a windowed "any", read off a running count along the row, so the cost grows
+    with r rather than r².
+    """
+    if radius == 0:
+        return mask.clone()
+    h, w = mask.shape[-2:]
+    # count[..., i] = number of set pixels among the first i − 1 columns of the zero-padded row
+    count = F.pad(mask.to(torch.int32), (radius + 1, radius)).cumsum(dim=-1)
+    segments = {}
+    out = torch.zeros(*mask.shape[:-2], h + 2 * radius, w, dtype=torch.bool)
+    for dy in range(-radius, radius + 1):
+        half = math.isqrt(radius * radius - dy * dy)
+        if half not in segments:  # rows with the same half-width share one segment dilation
+            # any set pixel in columns x − half .. x + half of the original row
+            hi, lo = radius + 1 + half, radius - half
+            segments[half] = (count[..., hi : hi + w] - count[..., lo : lo + w]) > 0
+        # output row y takes segment row y + dy
+        out[..., radius - dy : radius - dy + h, :] |= segments[half]
+    return out[..., radius : radius + h, :]
+
+
+def _matched_counts(bp: torch.Tensor, bg: torch.Tensor, radius: int) -> tuple[int, int]:
+    """(# of bp pixels within ``radius`` of bg, # of bg pixels within ``radius`` of bp) for H×W boundaries.
+
+    Only the box around both boundaries matters: no boundary pixel lies outside it, so dilating inside the box
+    (with background beyond it) gives the same counts at a fraction of the cost.
+    """
+    both = bp | bg
+    rows = torch.nonzero(both.any(dim=1)).flatten()
+    cols = torch.nonzero(both.any(dim=0)).flatten()
+    if rows.numel() == 0:
+        return 0, 0
+    crop = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    bp, bg = bp[crop], bg[crop]
+    p_match = int((bp & dilate(bg, radius)).sum())
+    g_match = int((bg & dilate(bp, radius)).sum())
+    return p_match, g_match
+
+
+def boundary_scores(pred, gt, bound_th: float = 0.008, void=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DAVIS boundary F, precision and recall of (..., H, W) masks; float64 tensors of the leading shape.
+
+    ``void`` pixels are cleared from both masks before their boundaries are taken (as the 2017 toolkit does).
+    """
+    p, g, v = _as_masks(pred, gt, void)
+    if v is not None:
+        p, g = p & ~v, g & ~v
+    radius = boundary_tolerance(p.shape, bound_th)
+    lead = p.shape[:-2]
+    bp, bg = boundary_map(p).reshape(-1, *p.shape[-2:]), boundary_map(g).reshape(-1, *g.shape[-2:])
+    n_p = bp.sum(dim=(-2, -1)).double()
+    n_g = bg.sum(dim=(-2, -1)).double()
+    p_match = torch.zeros_like(n_p)
+    g_match = torch.zeros_like(n_g)
+    for i in range(bp.shape[0]):
+        if n_p[i] > 0 and n_g[i] > 0:
+            p_match[i], g_match[i] = _matched_counts(bp[i], bg[i], radius)
+    # An empty boundary matches nothing, so the ratios below already give P = 0 (or R = 0) against a non-empty
+    # one; only the 0/0 cases need the toolkit's convention of 1.
+    precision = torch.where(n_p > 0, p_match / n_p.clamp_min(1), torch.ones_like(n_p))
+    recall = torch.where(n_g > 0, g_match / n_g.clamp_min(1), torch.ones_like(n_g))
+    denom = precision + recall
+    f = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-300), torch.zeros_like(denom))
+    return f.reshape(lead), precision.reshape(lead), recall.reshape(lead)
+
+
+def boundary_f_measure(pred, gt, bound_th: float = 0.008, void=None) -> float | torch.Tensor:
+    """DAVIS F (boundary F-measure) of (..., H, W) masks: float for H×W inputs, else float64 tensor."""
+    f = boundary_scores(pred, gt, bound_th, void)[0]
+    return float(f) if f.ndim == 0 else f
+
+
+def davis_scores(
+    predictions: Mapping[str, Sequence | torch.Tensor | np.ndarray],
+    ground_truth: Mapping[str, Sequence | torch.Tensor | np.ndarray],
+    bound_th: float = 0.008,
+    exclude_first_last: bool = True,
+    chunk: int = 16,
+) -> dict:
+    """DAVIS semi-supervised scores over sequences of object-id maps.
+
+    Follows the official toolkits: a sequence's objects are ids 1..K with K the largest id in its first
+    ground-truth frame (ground-truth 255 is treated as background); each object is scored per frame on the binary
+    masks ``pred == k`` and ``gt == k``; the first frame (given as input) and the last frame are left out
+    (``exclude_first_last``); an object's score is the mean over its frames, and J-Mean / F-Mean are means over
+    all objects of all sequences (not over sequences). J&F-Mean = (J-Mean + F-Mean) / 2. Recall = share of an
+    object's frames scoring above 0.5, averaged over objects.
+
+    Args:
+        predictions, ground_truth: sequence name → T×H×W integer object-id maps (tensor, array, or a list of
+            H×W maps). Every ground-truth sequence needs a prediction with the same T, H, W.
+        bound_th: boundary tolerance (see :func:`boundary_tolerance`).
+        chunk: frames processed together (memory bound).
+    Returns:
+        ``{"J&F-Mean", "J-Mean", "F-Mean", "J-Recall", "F-Recall": float (percent), "per_object":
+        {"<seq>_<k>": {"J", "F"}}, "per_sequence": {seq: {"J", "F", "J&F"}} (percent, means over the
+        sequence's objects), "num_objects": int}``.
+    """
+    if not ground_truth:
+        raise ValueError("ground_truth has no sequences")
+    missing = [s for s in ground_truth if s not in predictions]
+    if missing:
+        raise ValueError(f"predictions lack sequences {missing[:5]}")
+    per_object: dict[str, dict[str, float]] = {}
+    per_sequence: dict[str, dict[str, float]] = {}
+    j_means, f_means, j_recalls, f_recalls = [], [], [], []
+    for seq, gt_seq in ground_truth.items():
+        gt = _stack_frames(gt_seq, f"ground_truth[{seq!r}]")
+        pred = _stack_frames(predictions[seq], f"predictions[{seq!r}]")
+        if pred.shape != gt.shape:
+            raise ValueError(f"sequence {seq!r}: prediction shape {tuple(pred.shape)} != ground truth {tuple(gt.shape)}")
+        gt = torch.where(gt == 255, torch.zeros_like(gt), gt)
+        first_gt = gt[0]
+        if exclude_first_last:
+            if gt.shape[0] < 3:
+                raise ValueError(f"sequence {seq!r} has {gt.shape[0]} frames; excluding first and last needs >= 3")
+            gt, pred = gt[1:-1], pred[1:-1]
+        num_objects = int(first_gt.max())
+        seq_j, seq_f = [], []
+        for obj in range(1, num_objects + 1):
+            j_frames, f_frames = [], []
+            for start in range(0, gt.shape[0], chunk):
+                g = gt[start : start + chunk] == obj
+                p = pred[start : start + chunk] == obj
+                j_frames.append(torch.atleast_1d(torch.as_tensor(region_similarity(p, g))))
+                f_frames.append(boundary_scores(p, g, bound_th)[0].reshape(-1))
+            j_all, f_all = torch.cat(j_frames), torch.cat(f_frames)
+            j_mean, f_mean = float(j_all.mean()), float(f_all.mean())
+            per_object[f"{seq}_{obj}"] = {"J": 100 * j_mean, "F": 100 * f_mean}
+            j_means.append(j_mean)
+            f_means.append(f_mean)
+            j_recalls.append(float((j_all > 0.5).double().mean()))
+            f_recalls.append(float((f_all > 0.5).double().mean()))
+            seq_j.append(j_mean)
+            seq_f.append(f_mean)
+        if seq_j:
+            sj, sf = 100 * float(np.mean(seq_j)), 100 * float(np.mean(seq_f))
+            per_sequence[seq] = {"J": sj, "F": sf, "J&F": (sj + sf) / 2}
+    if not j_means:
+        raise ValueError("no objects found in the first ground-truth frames")
+    j, f = 100 * float(np.mean(j_means)), 100 * float(np.mean(f_means))
+    return {
+        "J&F-Mean": (j + f) / 2,
+        "J-Mean": j,
+        "F-Mean": f,
+        "J-Recall": 100 * float(np.mean(j_recalls)),
+        "F-Recall": 100 * float(np.mean(f_recalls)),
+        "per_object": per_object,
+        "per_sequence": per_sequence,
+        "num_objects": len(j_means),
+    }
+
+
+def _stack_frames(frames, name: str) -> torch.Tensor:
+    if isinstance(frames, (torch.Tensor, np.ndarray)):
+        t = _as_tensor(frames, name)
+    else:
+        t = torch.stack([_as_tensor(f, name) for f in frames])
+    if t.ndim != 3:
+        raise ValueError(f"{name} must be T×H×W object-id maps, got shape {tuple(t.shape)}")
+    if torch.is_floating_point(t):
+        raise TypeError(f"{name} must hold integer object ids, got {t.dtype}")
+    return t.long()
+
+
+# ----------------------------------------------------------------------------------------- segmentation
+class ConfusionMatrix:
+    """Accumulates a num_classes × num_classes pixel count matrix (rows = ground truth, columns = prediction).
+
+    Pixels whose ground truth is ``ignore_index`` are skipped. Per-class IoU = TP / (TP + FP + FN); a class
+    absent from both ground truth and predictions has an undefined (NaN) IoU, and mIoU is the mean over the
+    classes that are defined (present in the ground truth or the predictions), as mmsegmentation computes it.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None = 255):
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+
+    def reset(self) -> None:
+        self.matrix.zero_()
+
+    def update(self, pred, target) -> "ConfusionMatrix":
+        """Add a batch: ``pred`` and ``target`` integer label maps of the same shape (any rank)."""
+        p = _as_tensor(pred, "pred")
+        t = _as_tensor(target, "target")
+        if p.shape != t.shape:
+            raise ValueError(f"pred and target must have the same shape, got {tuple(p.shape)} and {tuple(t.shape)}")
+        if torch.is_floating_point(p) or torch.is_floating_point(t):
+            raise TypeError("pred and target must be integer label maps (take the argmax of logits first)")
+        p, t = p.reshape(-1).long(), t.reshape(-1).long()
+        keep = t != self.ignore_index if self.ignore_index is not None else torch.ones_like(t, dtype=torch.bool)
+        p, t = p[keep], t[keep]
+        c = self.num_classes
+        if t.numel():
+            if int(t.min()) < 0 or int(t.max()) >= c:
+                raise ValueError(f"target values must lie in [0, {c}) or equal ignore_index={self.ignore_index}")
+            if int(p.min()) < 0 or int(p.max()) >= c:
+                raise ValueError(f"pred values must lie in [0, {c}) at non-ignored pixels")
+            self.matrix += torch.bincount(t * c + p, minlength=c * c).reshape(c, c)
+        return self
+
+    def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+        if other.num_classes != self.num_classes:
+            raise ValueError(f"cannot merge {other.num_classes}-class into {self.num_classes}-class matrix")
+        self.matrix += other.matrix
+        return self
+
+    def iou(self) -> torch.Tensor:
+        """Per-class IoU, float64 (num_classes,), NaN for classes absent from ground truth and predictions."""
+        m = self.matrix.double()
+        tp = m.diag()
+        union = m.sum(0) + m.sum(1) - tp
+        return torch.where(union > 0, tp / union.clamp_min(1), torch.full_like(tp, float("nan")))
+
+    def miou(self) -> float:
+        iou = self.iou()
+        defined = ~torch.isnan(iou)
+        return float(iou[defined].mean()) if defined.any() else float("nan")
+
+    def pixel_accuracy(self) -> float:
+        total = self.matrix.sum()
+        return float(self.matrix.diag().sum().double() / total) if total > 0 else float("nan")
+
+    def class_accuracy(self) -> torch.Tensor:
+        """Per-class recall TP / (TP + FN), NaN for classes absent from the ground truth."""
+        m = self.matrix.double()
+        support = m.sum(1)
+        return torch.where(support > 0, m.diag() / support.clamp_min(1), torch.full_like(support, float("nan")))
+
+    def compute(self) -> dict:
+        acc = self.class_accuracy()
+        defined = ~torch.isnan(acc)
+        return {
+            "mIoU": self.miou(),
+            "pixel_accuracy": self.pixel_accuracy(),
+            "mean_class_accuracy": float(acc[defined].mean()) if defined.any() else float("nan"),
+            "per_class_iou": self.iou().tolist(),
+        }
+
+
+# ------------------------------------------------------------------------------------------ boxes, CorLoc
+def _as_boxes(x, name: str) -> torch.Tensor:
+    b = _as_tensor(x, name).double()
+    if b.ndim == 1 and b.numel() == 4:
+        b = b.reshape(1, 4)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"{name} must be N×4 [x0, y0, x1, y1], got shape {tuple(b.shape)}")
+    if bool((b[:, 2] < b[:, 0]).any() | (b[:, 3] < b[:, 1]).any()):
+        raise ValueError(f"{name} has boxes with x1 < x0 or y1 < y0 (expected [x0, y0, x1, y1])")
+    return b
+
+
+def box_iou(boxes_a, boxes_b) -> torch.Tensor:
+    """Pairwise IoU of N×4 and M×4 [x0, y0, x1, y1] boxes (area = (x1 − x0)(y1 − y0)); float64 N×M.
+
+    A pair whose union has zero area gets IoU 0.
+    """
+    a, b = _as_boxes(boxes_a, "boxes_a"), _as_boxes(boxes_b, "boxes_b")
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    iw = (torch.minimum(a[:, None, 2], b[None, :, 2]) - torch.maximum(a[:, None, 0], b[None, :, 0])).clamp_min(0)
+    ih = (torch.minimum(a[:, None, 3], b[None, :, 3]) - torch.maximum(a[:, None, 1], b[None, :, 1])).clamp_min(0)
+    inter = iw * ih
+    union = area_a[:, None] + area_b[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp_min(1e-300), torch.zeros_like(union))
+
+
+def corloc(pred_boxes, gt_boxes_per_image: Sequence, iou_threshold: float = 0.5) -> float:
+    """Correct localisation: share of images whose predicted box has IoU ≥ ``iou_threshold`` with at least one
+    of that image's ground-truth boxes.
+
+    Args:
+        pred_boxes: one box per image, N×4 (or a sequence of 4-vectors; ``None`` = no prediction, a miss).
+        gt_boxes_per_image: N entries of K_i×4 boxes. An image with no ground-truth box counts as a miss
+            (LOST/TokenCut drop such images beforehand; see ``VOCDetectionDataset(drop_empty=True)``).
+    """
+    preds = list(pred_boxes) if not isinstance(pred_boxes, (torch.Tensor, np.ndarray)) else list(_as_boxes(pred_boxes, "pred_boxes"))
+    if len(preds) != len(gt_boxes_per_image):
+        raise ValueError(f"{len(preds)} predicted boxes for {len(gt_boxes_per_image)} images")
+    if not preds:
+        raise ValueError("corloc needs at least one image")
+    hits = 0
+    for i, (pred, gts) in enumerate(zip(preds, gt_boxes_per_image)):
+        if pred is None:
+            continue
+        gt = _as_tensor(gts, f"gt_boxes_per_image[{i}]")
+        if gt.numel() == 0:
+            continue
+        if bool((box_iou(pred, gt) >= iou_threshold).any()):
+            hits += 1
+    return hits / len(preds)
+
+
+# -------------------------------------------------------------------------------------------- keypoints
+def pck(
+    pred_points,
+    gt_points,
+    thresholds,
+    alphas: Iterable[float] = (0.1,),
+    valid=None,
+    per_image: bool = True,
+) -> dict[float, float]:
+    """Percentage of correct keypoints: a point is correct when ‖pred − gt‖₂ ≤ α · L for its pair's length L.
+
+    Args:
+        pred_points, gt_points: per pair K_i×2 (x, y) points (a sequence of arrays, or B×K×2).
+        thresholds: per pair length L (e.g. max(h, w) of the target object's box on SPair-71k), length B.
+        alphas: the α values.
+        valid: optional per-pair K_i bool masks of points to score (e.g. points visible in both images).
+        per_image: True averages per-pair fractions over pairs (pairs without valid points are skipped);
+            False pools all points.
+    Returns:
+        {α: fraction in [0, 1]}.
+    """
+    preds = [_as_tensor(p, "pred_points").double() for p in pred_points]
+    gts = [_as_tensor(g, "gt_points").double() for g in gt_points]
+    lengths = _as_tensor(thresholds, "thresholds").double().reshape(-1)
+    if not (len(preds) == len(gts) == len(lengths)):
+        raise ValueError(f"got {len(preds)} predicted, {len(gts)} ground-truth point sets and {len(lengths)} thresholds")
+    valids = [None] * len(preds) if valid is None else [_as_tensor(v, "valid").bool() for v in valid]
+    alphas = [float(a) for a in alphas]
+    correct = {a: [] for a in alphas}
+    counted = []
+    for i, (p, g) in enumerate(zip(preds, gts)):
+        if p.shape != g.shape or p.ndim != 2 or p.shape[-1] != 2:
+            raise ValueError(f"pair {i}: points must be K×2 with equal shapes, got {tuple(p.shape)} and {tuple(g.shape)}")
+        dist = torch.linalg.norm(p - g, dim=1)
+        if valids[i] is not None:
+            dist = dist[valids[i]]
+        counted.append(dist.numel())
+        for a in alphas:
+            correct[a].append(int((dist <= a * lengths[i]).sum()))
+    total = sum(counted)
+    if total == 0:
+        raise ValueError("pck: no keypoints to score")
+    out = {}
+    for a in alphas:
+        if per_image:
+            fractions = [c / n for c, n in zip(correct[a], counted) if n > 0]
+            out[a] = float(np.mean(fractions))
+        else:
+            out[a] = sum(correct[a]) / total
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- depth
+def _depth_inputs(pred, gt, valid) -> tuple[torch.Tensor, torch.Tensor]:
+    p = _as_tensor(pred, "pred").double()
+    g = _as_tensor(gt, "gt").double()
+    if p.shape != g.shape:
+        raise ValueError(f"pred and gt must have the same shape, got {tuple(p.shape)} and {tuple(g.shape)}")
+    mask = torch.isfinite(g) & (g > 0)
+    if valid is not None:
+        v = _as_tensor(valid, "valid")
+        if v.shape != g.shape:
+            raise ValueError(f"valid must have gt's shape {tuple(g.shape)}, got {tuple(v.shape)}")
+        mask &= v.bool()
+    if not bool(mask.any()):
+        raise ValueError("no valid depth pixels (gt must be finite and > 0 where valid)")
+    return p[mask], g[mask]
+
+
+def rmse(pred, gt, valid=None) -> float:
+    """Root mean squared error over valid pixels (gt finite and > 0, and ``valid`` if given), pooled."""
+    p, g = _depth_inputs(pred, gt, valid)
+    return float(torch.sqrt(((p - g) ** 2).mean()))
+
+
+def abs_rel(pred, gt, valid=None) -> float:
+    """Mean of |pred − gt| / gt over valid pixels."""
+    p, g = _depth_inputs(pred, gt, valid)
+    return float(((p - g).abs() / g).mean())
+
+
+def delta1(pred, gt, valid=None, threshold: float = 1.25) -> float:
+    """Share of valid pixels with max(pred / gt, gt / pred) < ``threshold`` (non-positive predictions fail)."""
+    p, g = _depth_inputs(pred, gt, valid)
+    ratio = torch.where(p > 0, torch.maximum(p / g, g / p.clamp_min(1e-300)), torch.full_like(p, float("inf")))
+    return float((ratio < threshold).double().mean())
+
+
+__all__ = [
+    "region_similarity",
+    "boundary_map",
+    "boundary_tolerance",
+    "boundary_scores",
+    "boundary_f_measure",
+    "disk",
+    "dilate",
+    "davis_scores",
+    "ConfusionMatrix",
+    "box_iou",
+    "corloc",
+    "pck",
+    "rmse",
+    "abs_rel",
+    "delta1",
+]

@@ -1,0 +1,101 @@
+"""A frozen backbone and a trained upsampler in one module: what ``wrcup.load`` returns."""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._checks import check_finite, check_tensor
+
+# Checkpoints shipped inside the package: name → file in wrcup/checkpoints/.
+SHIPPED_CHECKPOINTS = {
+    "wrc-dinov2-s14-imgfocus": "wrc-dinov2-s14-imgfocus.safetensors",
+}
+DEFAULT_CHECKPOINT = "wrc-dinov2-s14-imgfocus"
+
+
+class UpsampledBackbone(nn.Module):
+    """``model(images)``: B×3×H×W in [0, 1] → B×dim×(2h)×(2w) upsampled backbone features.
+
+    Attributes:
+        backbone: the frozen backbone; ``model.backbone(images)`` gives its own B×dim×h×w features.
+        upsampler: the trained upsampler (``forward(normalised_image, features)``).
+        metadata: the checkpoint's metadata dict (backbone, dim, patch size, operator, training record …).
+    """
+
+    def __init__(self, backbone: nn.Module, upsampler: nn.Module, metadata: dict | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.upsampler = upsampler
+        self.metadata = dict(metadata or {})
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.backbone.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.backbone.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        return (images - mean) / std
+
+    def forward(self, images: torch.Tensor, return_low_res: bool = False):
+        """images: B×3×H×W float in [0, 1]. Sizes that are not multiples of the patch size follow the
+        backbone's policy (resized to the nearest multiple; see :mod:`wrcup.backbones`)."""
+        check_tensor(images, "images", 4)
+        if images.shape[1] != 3:
+            raise ValueError(f"images must have 3 channels (RGB), got shape {tuple(images.shape)}")
+        check_finite(images, "images")
+        images = self.backbone.prepare(images)
+        low = self.backbone(images)
+        high = self.upsampler(self.normalise(images), low.to(images.dtype))
+        return (high, low) if return_low_res else high
+
+
+def checkpoint_path(name_or_path: str | Path) -> Path:
+    """Resolve a shipped checkpoint name or a local path to an existing .safetensors file."""
+    if str(name_or_path) in SHIPPED_CHECKPOINTS:
+        ref = resources.files("wrcup") / "checkpoints" / SHIPPED_CHECKPOINTS[str(name_or_path)]
+        path = Path(str(ref))
+        if not path.is_file():
+            raise FileNotFoundError(f"shipped checkpoint {name_or_path!r} is missing from the installation ({path})")
+        return path
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        found = sorted(path.glob("*.safetensors"))
+        if len(found) != 1:
+            raise ValueError(f"{path} is a folder with {len(found)} .safetensors files; pass the file itself")
+        path = found[0]
+    if not path.is_file():
+        known = ", ".join(sorted(SHIPPED_CHECKPOINTS))
+        raise FileNotFoundError(f"no checkpoint named {str(name_or_path)!r}: not a shipped name ({known}) and no such file")
+    return path
+
+
+def load(name_or_path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.device | None = None,
+         backbone_weights: str | Path | None = None) -> UpsampledBackbone:
+    """Load a trained upsampler and its frozen backbone.
+
+    Args:
+        name_or_path: a shipped checkpoint name (``"wrc-dinov2-s14-imgfocus"``) or a path to a .safetensors
+            checkpoint written by ``wrcup train``.
+        device: where to put the model (default CPU).
+        backbone_weights: local weights for the backbone named in the checkpoint (needed offline for
+            backbones other than the embedded one).
+    """
+    from .. import backbones
+    from ..train.checkpoint import load_checkpoint
+    from .upsampler import build_upsampler
+
+    state, meta = load_checkpoint(checkpoint_path(name_or_path))
+    backbone = backbones.load(meta["backbone"], weights=backbone_weights, device=device)
+    if backbone.dim != meta["dim"] or backbone.patch_size != meta["patch_size"]:
+        raise ValueError(
+            f"checkpoint expects dim={meta['dim']}, patch={meta['patch_size']} but backbone {meta['backbone']!r} "
+            f"has dim={backbone.dim}, patch={backbone.patch_size}")
+    upsampler = build_upsampler(meta["operator"], meta["dim"], meta["patch_size"], residual=meta.get("residual", False))
+    missing, unexpected = upsampler.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {name_or_path} does not match the {meta['operator']} upsampler: "
+                         f"missing keys {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+                         f"unexpected keys {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
+    upsampler.eval().requires_grad_(False)
+    model = UpsampledBackbone(backbone, upsampler, meta)
+    return model.to(device) if device is not None else model

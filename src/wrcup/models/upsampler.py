@@ -1,0 +1,358 @@
+"""The WRC upsampler network (spec §3): image guidance + coarse backbone features → features on a 2× grid.
+
+Layout (C = ``dim``, G = 32 guidance channels, M = (C + G) // 2)::
+
+    image (B×3×H×W, backbone-normalised)
+      image_branch.stem      1×1 conv 3→G (no bias) + BN + ReLU                     H × W
+      image_branch.quarter   4 bottlenecks G→G, strides 2,1,2,1                     ⌈H/4⌉ × ⌈W/4⌉
+      → resample to 2× the token grid (rule below)                       = g1       2h × 2w
+      image_branch.coarse    2 bottlenecks G→G, strides 2,1              = g2       h × w
+    features (B×C×h×w)
+      cat(features, g2)                                                  C+G        h × w
+      feature_path.0 / .1    bottlenecks C+G → M → M                               h × w
+      operator               create_operator(operator, M, scale=2)                 2h × 2w
+      cat(·, g1)             M+G
+      fuse                   bottleneck M+G → C/2
+      head                   1×1 conv C/2 → C (with bias)                          2h × 2w
+
+Bottleneck width: the middle (1×1 → 3×3 → 1×1) width equals the INPUT width. Of the simple rules tried
+(mid = in, out, in/2, out/2, in/4, out/4) it is the only one that reproduces the reference network's size: for
+C = 384 and the "wrc-reference" operator exactly 3,979,216 parameters in 204 state-dict entries (mid = out, the
+LiFT-like guess, would give 2,472,912).
+All blocks here have in ≥ out, so "mid = max(in, out)" is the same rule.
+
+Resampling rule of the guidance (patch size p, token grid h×w): the quarter-resolution map is about
+(p/4)·h × (p/4)·w.
+- p > 8 (e.g. 14, 16; the authors' path): bilinearly resize to exactly 4h × 4w (a no-op when it already has
+  that size, e.g. p = 16), then 2×2 max-pool → 2h × 2w.
+- p ≤ 8: the quarter map is already (p = 8) or less than 2× the grid: bilinearly resize to exactly 2h × 2w
+  (identity for p = 8).
+Bilinear resizes use align_corners=False. g2 is resized to h × w only if stride rounding makes it differ.
+
+State-dict key names are ours (the authors' are not known); :meth:`WRCUpsampler.load_reference_state_dict`
+maps a state dict with other names onto this layout by the order and shape of its entries.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._checks import check_choice, check_positive_int, check_tensor
+from ..nn import create_operator, list_operators
+
+__all__ = [
+    "GUIDANCE_CHANNELS",
+    "NETWORK_OPERATORS",
+    "Bottleneck",
+    "ImageGuidance",
+    "WRCUpsampler",
+    "BilinearUpsampler",
+    "StackedUpsampler",
+    "build_upsampler",
+    "upsample",
+]
+
+GUIDANCE_CHANNELS = 32
+# Operators the network can be built around ("bilinear" in build_upsampler means the parameter-free baseline).
+NETWORK_OPERATORS = ("wrc-reference", "wrc-aligned", "wrc-exact", "converse2d", "transposed", "bilinear")
+
+
+class Bottleneck(nn.Module):
+    """1×1 conv, BN, ReLU, 3×3 conv (stride), BN, ReLU, 1×1 conv, BN, + shortcut, ReLU. Convs without bias.
+
+    The shortcut is a strided 1×1 conv + BN when the shape changes (stride ≠ 1 or in ≠ out), else identity.
+    ``mid_channels`` defaults to ``in_channels`` (the rule that matches the reference network's size).
+    x: B×in×H×W → B×out×⌈H/stride⌉×⌈W/stride⌉.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, mid_channels: int | None = None):
+        super().__init__()
+        mid = in_channels if mid_channels is None else mid_channels
+        self.conv1 = nn.Conv2d(in_channels, mid, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3 = nn.Conv2d(mid, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.shortcut = None
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # In-place ReLUs and add: BN backward needs its input, not its output, so this is autograd-safe.
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = F.relu(self.bn2(self.conv2(out)), inplace=True)
+        out = self.bn3(self.conv3(out))
+        out += x if self.shortcut is None else self.shortcut(x)
+        return F.relu(out, inplace=True)
+
+
+class ImageGuidance(nn.Module):
+    """The image branch: B×3×H×W normalised image → g1 (B×G×2h×2w) and g2 (B×G×h×w) for a token grid h×w.
+
+    Split in two so that several passes over the same image (:func:`upsample`) compute the quarter-resolution
+    map once: :meth:`quarter_map` (image only) and :meth:`guidance` (quarter map + grid size + patch size).
+    """
+
+    def __init__(self, channels: int = GUIDANCE_CHANNELS):
+        super().__init__()
+        self.channels = check_positive_int(channels, "guidance_channels")
+        G = channels
+        self.stem = nn.Sequential(nn.Conv2d(3, G, 1, bias=False), nn.BatchNorm2d(G), nn.ReLU(inplace=True))
+        self.quarter = nn.Sequential(Bottleneck(G, G, 2), Bottleneck(G, G, 1), Bottleneck(G, G, 2), Bottleneck(G, G, 1))
+        self.coarse = nn.Sequential(Bottleneck(G, G, 2), Bottleneck(G, G, 1))
+
+    def quarter_map(self, image: torch.Tensor) -> torch.Tensor:
+        """image B×3×H×W → B×G×⌈H/4⌉×⌈W/4⌉ (channels-last memory layout)."""
+        # Channels-last convolutions at full image resolution are markedly faster (≈1.5× for this branch on
+        # CPU, measured at 448²); copying a 3-channel image costs little.
+        return self.quarter(self.stem(image.contiguous(memory_format=torch.channels_last)))
+
+    def guidance(self, quarter: torch.Tensor, grid: tuple[int, int], patch_size: float):
+        """quarter B×G×Hq×Wq, token grid (h, w), (effective) patch size → (g1 B×G×2h×2w, g2 B×G×h×w)."""
+        h, w = grid
+        if patch_size > 8:
+            g1 = _resize(quarter, (4 * h, 4 * w))
+            g1 = F.max_pool2d(g1, 2)
+        else:
+            g1 = _resize(quarter, (2 * h, 2 * w))
+        g2 = _resize(self.coarse(g1), (h, w))
+        return g1, g2
+
+    def forward(self, image: torch.Tensor, grid: tuple[int, int], patch_size: float):
+        return self.guidance(self.quarter_map(image), grid, patch_size)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (align_corners=False), skipped when ``x`` already has ``size``."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _upsample2x(features: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(features, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def _check_inputs(image: torch.Tensor, features: torch.Tensor, dim: int, patch_size: float) -> None:
+    """Shapes: image B×3×H×W, features B×dim×h×w with H = p·h and W = p·w (rounded, p may be fractional)."""
+    check_tensor(image, "image", 4)
+    check_tensor(features, "features", 4)
+    if image.shape[1] != 3:
+        raise ValueError(f"image must have 3 channels (a backbone-normalised RGB image), got shape {tuple(image.shape)}")
+    if features.shape[1] != dim:
+        raise ValueError(f"features must have dim={dim} channels, got shape {tuple(features.shape)}")
+    if image.shape[0] != features.shape[0]:
+        raise ValueError(f"image and features must have the same batch size, got image {tuple(image.shape)} "
+                         f"and features {tuple(features.shape)}")
+    if image.device != features.device:
+        raise ValueError(f"image and features must be on the same device, got {image.device} and {features.device}")
+    H, W = image.shape[-2:]
+    h, w = features.shape[-2:]
+    if h < 1 or w < 1 or round(patch_size * h) != H or round(patch_size * w) != W:
+        raise ValueError(
+            f"features grid {h}×{w} does not match image size {H}×{W} for patch size {patch_size:g}: expected "
+            f"image {round(patch_size * h)}×{round(patch_size * w)} (resize the image to a multiple of the patch size "
+            f"before running the backbone)")
+
+
+class WRCUpsampler(nn.Module):
+    """One 2× pass: ``forward(image, features)`` → B×dim×2h×2w (see the module docstring for the layout).
+
+    Args:
+        dim: C, the backbone's feature channels (even).
+        patch_size: p, the backbone's patch size (image H×W ↔ token grid H/p × W/p).
+        operator: the upsampling operator at the heart of the feature path, a name registered in
+            :mod:`wrcup.nn` ("wrc-reference", "wrc-aligned", "wrc-exact", "converse2d", "transposed",
+            or "bilinear" for a parameter-free operator inside the same network).
+        residual: add the bilinear 2× upsampling of the input features to the output (no extra parameters).
+        guidance_channels: G, channels of the image branch.
+        operator_kwargs: passed to :func:`wrcup.nn.create_operator` (e.g. ``safeguards=True`` for WRC).
+    """
+
+    def __init__(self, dim: int, patch_size: int, operator: str = "wrc-reference", residual: bool = False,
+                 guidance_channels: int = GUIDANCE_CHANNELS, operator_kwargs: Mapping | None = None):
+        super().__init__()
+        check_positive_int(dim, "dim", minimum=2)
+        if dim % 2:
+            raise ValueError(f"dim must be even (the fuse block outputs dim/2 channels), got {dim}")
+        self.dim = dim
+        self.patch_size = check_positive_int(patch_size, "patch_size")
+        self.operator_name = check_choice(operator, "operator", list_operators())
+        self.residual = bool(residual)
+        G = check_positive_int(guidance_channels, "guidance_channels")
+        mid = (dim + G) // 2
+        self.image_branch = ImageGuidance(G)
+        self.feature_path = nn.Sequential(Bottleneck(dim + G, mid), Bottleneck(mid, mid))
+        self.operator = create_operator(operator, mid, scale=2, **dict(operator_kwargs or {}))
+        self.fuse = Bottleneck(mid + G, dim // 2)
+        self.head = nn.Conv2d(dim // 2, dim, 1, bias=True)
+
+    def forward(self, image: torch.Tensor, features: torch.Tensor, patch_size: float | None = None) -> torch.Tensor:
+        """image B×3×H×W (backbone-normalised), features B×dim×h×w → B×dim×2h×2w, dtype of the features.
+
+        ``patch_size`` overrides the effective patch size H/h (the second pass of :func:`upsample` uses p/2).
+        """
+        patch = self.patch_size if patch_size is None else float(patch_size)
+        _check_inputs(image, features, self.dim, patch)
+        return self.upsample_features(features, self.image_branch.quarter_map(image), patch)
+
+    def upsample_features(self, features: torch.Tensor, quarter: torch.Tensor, patch_size: float) -> torch.Tensor:
+        """The feature path given the image branch's quarter map (unchecked; see :meth:`forward`)."""
+        g1, g2 = self.image_branch.guidance(quarter, tuple(features.shape[-2:]), patch_size)
+        x = self.feature_path(torch.cat([features, g2.to(features.dtype)], dim=1))
+        x = self.operator(x)
+        x = self.head(self.fuse(torch.cat([x, g1.to(x.dtype)], dim=1)))
+        if self.residual:
+            x = x + _upsample2x(features)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, patch_size={self.patch_size}, operator={self.operator_name!r}, residual={self.residual}"
+
+    def load_reference_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True):
+        """Load a state dict whose key NAMES may differ from ours (e.g. the authors' checkpoint).
+
+        Matching, in order of preference:
+        1. identical key sets → plain ``load_state_dict``;
+        2. same number of entries with the same shapes in the same order → position by position;
+        3. otherwise, entries are grouped by (last name component, shape) — e.g. ("running_var", (32,)) — and
+           matched in order of appearance within each group; the operator's own entries (weight, bias,
+           w_conv_low.weight, w_conv_high.weight — their names are known from the spec) are matched by name
+           suffix first. Rule 3 is correct when the source defines modules of identical shape in the same
+           relative order as we do (image-branch bottlenecks in depth order, feature path before fuse); the
+           image branch and the feature path may come in either order since their shapes differ.
+        Raises ValueError naming the first entry that cannot be matched. Returns ``load_state_dict``'s result.
+        """
+        ours = self.state_dict()
+        theirs = dict(state_dict)
+        if set(theirs) == set(ours):
+            return self.load_state_dict(theirs, strict=strict)
+        if len(theirs) != len(ours):
+            raise ValueError(f"state_dict has {len(theirs)} entries, this {self.operator_name} upsampler has {len(ours)}")
+        pairs = list(zip(ours.items(), theirs.items()))
+        if all(tuple(a.shape) == tuple(b.shape) for (_, a), (_, b) in pairs):
+            return self.load_state_dict({k: v for (k, _), (_, v) in pairs}, strict=strict)
+
+        mapped: dict[str, torch.Tensor] = {}
+        op_keys = [k for k in ours if k.startswith("operator.")]
+        remaining = dict(theirs)
+        for key in op_keys:
+            local = key[len("operator."):]
+            found = [k for k in remaining if (k == local or k.endswith("." + local))
+                     and tuple(remaining[k].shape) == tuple(ours[key].shape)]
+            if len(found) == 1:
+                mapped[key] = remaining.pop(found[0])
+        groups: dict[tuple, list[str]] = defaultdict(list)
+        for k, v in remaining.items():
+            groups[(k.rsplit(".", 1)[-1], tuple(v.shape))].append(k)
+        for key, value in ours.items():
+            if key in mapped:
+                continue
+            group = groups.get((key.rsplit(".", 1)[-1], tuple(value.shape)))
+            if not group:
+                raise ValueError(f"state_dict has no entry matching {key!r} (shape {tuple(value.shape)})")
+            mapped[key] = remaining[group.pop(0)]
+        return self.load_state_dict(mapped, strict=strict)
+
+
+class BilinearUpsampler(nn.Module):
+    """The parameter-free floor: bilinear 2× of the features (align_corners=False); the image is only checked."""
+
+    def __init__(self, dim: int, patch_size: int):
+        super().__init__()
+        self.dim = check_positive_int(dim, "dim")
+        self.patch_size = check_positive_int(patch_size, "patch_size")
+        self.operator_name = "bilinear"
+        self.residual = False
+
+    def forward(self, image: torch.Tensor, features: torch.Tensor, patch_size: float | None = None) -> torch.Tensor:
+        """image B×3×H×W, features B×dim×h×w → B×dim×2h×2w."""
+        patch = self.patch_size if patch_size is None else float(patch_size)
+        _check_inputs(image, features, self.dim, patch)
+        return _upsample2x(features)
+
+    def upsample_features(self, features: torch.Tensor, quarter, patch_size: float) -> torch.Tensor:
+        return _upsample2x(features)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, patch_size={self.patch_size}"
+
+
+def build_upsampler(operator: str, dim: int, patch_size: int, residual: bool = False, **operator_kwargs) -> nn.Module:
+    """The 2× upsampler for ``operator``: :class:`BilinearUpsampler` for "bilinear", else :class:`WRCUpsampler`.
+
+    ``operator_kwargs`` go to the operator (e.g. ``safeguards=True`` for the WRC modes).
+    """
+    check_choice(operator, "operator", NETWORK_OPERATORS)
+    if operator == "bilinear":
+        if residual:
+            raise ValueError("residual=True has no meaning for the parameter-free 'bilinear' upsampler")
+        if operator_kwargs:
+            raise ValueError(f"the 'bilinear' upsampler takes no operator options, got {sorted(operator_kwargs)}")
+        return BilinearUpsampler(dim, patch_size)
+    return WRCUpsampler(dim, patch_size, operator=operator, residual=residual, operator_kwargs=operator_kwargs)
+
+
+def upsample(image: torch.Tensor, features: torch.Tensor, passes: Sequence[nn.Module]) -> torch.Tensor:
+    """Apply 2× upsamplers one after the other: features B×C×h×w → B×C×(2^n·h)×(2^n·w) for n passes.
+
+    Pass i sees the same image and the features on the grid 2^i·h × 2^i·w, i.e. it runs with the effective
+    patch size p / 2^i: its guidance g1/g2 come out at 2×/1× the CURRENT grid (e.g. p = 14: the second pass
+    resizes the ≈3.5h quarter map bilinearly to 4h instead of pooling; see the module docstring's rule).
+    The same module may appear several times (weight sharing). The image branch's quarter-resolution map
+    depends on the image only, so it is computed once per distinct image branch.
+
+    Args:
+        image: B×3×H×W backbone-normalised image, H = p·h, W = p·w.
+        features: B×C×h×w backbone features.
+        passes: WRCUpsampler / BilinearUpsampler modules with the same dim and patch size.
+    """
+    if len(passes) == 0:
+        raise ValueError("passes must contain at least one upsampler")
+    first = passes[0]
+    for i, p in enumerate(passes):
+        if not isinstance(p, (WRCUpsampler, BilinearUpsampler)):
+            raise TypeError(f"passes[{i}] must be a WRCUpsampler or BilinearUpsampler, got {type(p).__name__}")
+        if (p.dim, p.patch_size) != (first.dim, first.patch_size):
+            raise ValueError(f"passes[{i}] has dim={p.dim}, patch_size={p.patch_size}; passes[0] has "
+                             f"dim={first.dim}, patch_size={first.patch_size}")
+    _check_inputs(image, features, first.dim, first.patch_size)
+    quarters: dict[int, torch.Tensor] = {}
+    x = features
+    for i, p in enumerate(passes):
+        quarter = None
+        if isinstance(p, WRCUpsampler):
+            key = id(p.image_branch)
+            if key not in quarters:
+                quarters[key] = p.image_branch.quarter_map(image)
+            quarter = quarters[key]
+        x = p.upsample_features(x, quarter, first.patch_size / 2**i)
+    return x
+
+
+class StackedUpsampler(nn.Module):
+    """Several 2× passes as one module (``passes=[up, up]`` shares weights; two modules give separate ones).
+
+    ``forward(image, features)`` → B×C×(2^n·h)×(2^n·w); see :func:`upsample` for how each pass is guided.
+    """
+
+    def __init__(self, passes: Sequence[nn.Module]):
+        super().__init__()
+        if len(passes) == 0:
+            raise ValueError("passes must contain at least one upsampler")
+        self.passes = nn.ModuleList(passes)
+        self.dim = passes[0].dim
+        self.patch_size = passes[0].patch_size
+
+    @property
+    def scale(self) -> int:
+        return 2 ** len(self.passes)
+
+    def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return upsample(image, features, list(self.passes))
