@@ -274,6 +274,29 @@ def test_gradcheck_closed_form(mode):
     assert torch.autograd.gradcheck(lambda *a: wrc_closed_form(*a[:5], 2, a[5], mode=mode, safeguards=True), inputs)
 
 
+@pytest.mark.parametrize("mode", ["reference", "aligned"])
+@pytest.mark.parametrize("s,k,h,w", [(2, 2, 5, 6), (3, 3, 3, 3), (1, 2, 4, 5), (2, 3, 3, 4)])
+@pytest.mark.parametrize("safeguards", [False, True])
+def test_gradients_equal_autograd_through_transcription(mode, s, k, h, w, safeguards):
+    """The hand-written backward against autograd through the plain complex-FFT transcription."""
+    y, kernel, lam, w_low, w_high, prior = _problem(2, 3, h, w, s, k, seed=30 + s + k)
+    if safeguards:  # make some denominators fall under the 1e-3 floor
+        w_low[0, 0] = 0.0
+        w_high[0, 0] *= 1e-5
+        lam[0, 0] = 1e-5
+    inputs = [t.clone().requires_grad_() for t in (y, kernel, lam, w_low, w_high, prior)]
+    refs = [t.clone().requires_grad_() for t in (y, kernel, lam, w_low, w_high, prior)]
+    g = torch.randn(2, 3, s * h, s * w, dtype=f64, generator=torch.Generator().manual_seed(0))
+    out = wrc_closed_form(*inputs[:5], s, inputs[5], mode=mode, safeguards=safeguards)
+    ref = spec_transcription(*refs[:5], s, refs[5], mode, 1e-3 if safeguards else None)
+    assert torch.allclose(out, ref, rtol=0, atol=1e-12)
+    out.backward(g)
+    ref.backward(g)
+    for name, a, b in zip(("y", "kernel", "lam", "w_low", "w_high", "prior"), inputs, refs):
+        scale = b.grad.abs().max()
+        assert torch.allclose(a.grad, b.grad, rtol=0, atol=1e-11 * max(1.0, float(scale))), name
+
+
 @pytest.mark.parametrize("mode,padding_mode", [("reference", "circular"), ("aligned", "reflect")])
 def test_gradcheck_layer(mode, padding_mode):
     C = 2

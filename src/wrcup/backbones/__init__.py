@@ -91,36 +91,42 @@ def read_weights(weights: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
-    """Strict-load a timm-format state dict (heads may be absent); falls back to timm's checkpoint filter
-    for original-format checkpoints (e.g. Meta's DINOv2/DINOv3, OpenAI CLIP)."""
+    """Load a timm-format state dict (classifier heads may be absent). Key mismatches get one retry through
+    the architecture's timm ``checkpoint_filter_fn`` (original-format checkpoints, e.g. Meta's DINOv2/DINOv3,
+    OpenAI CLIP), accepted only if it renames keys without resampling any tensor. Shape mismatches are errors."""
     import sys
 
-    def attempt(candidate):
-        missing, unexpected = model.load_state_dict(candidate, strict=False)
-        return [k for k in missing if not k.startswith(_UNUSED_PREFIXES)], list(unexpected)
+    expected = model.state_dict()
 
-    try:
-        missing, unexpected = attempt(state)
-    except RuntimeError as err:  # shape mismatch
-        missing, unexpected, shape_error = None, None, err
-    else:
-        shape_error = None
-    if missing or unexpected or shape_error is not None:
-        filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
-        if filter_fn is not None:
-            try:
-                filtered = attempt(filter_fn(dict(state), model))
-            except Exception:
-                filtered = None
-            if filtered is not None and not filtered[0] and not filtered[1]:
-                return
-    if shape_error is not None:
-        raise ValueError(f"weights {origin} do not fit the architecture: {shape_error}") from shape_error
+    def wrong_shapes(candidate):
+        return [f"{k} {tuple(v.shape)} ≠ {tuple(expected[k].shape)}" for k, v in candidate.items()
+                if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+
+    def key_mismatch(candidate):
+        missing = [k for k in expected if k not in candidate and not k.startswith(_UNUSED_PREFIXES)]
+        return missing, [k for k in candidate if k not in expected]
+
+    def show(keys):
+        return ", ".join(keys[:6]) + (f" … ({len(keys)} in all)" if len(keys) > 6 else "")
+
+    shapes = wrong_shapes(state)
+    if shapes:
+        raise ValueError(f"weights {origin} do not fit the architecture: {show(shapes)}")
+    missing, unexpected = key_mismatch(state)
     if missing or unexpected:
-        def show(keys):
-            return ", ".join(keys[:6]) + (f" … ({len(keys)} in all)" if len(keys) > 6 else "")
-        raise ValueError(f"weights {origin} do not match the architecture: missing keys [{show(missing)}], "
-                         f"unexpected keys [{show(unexpected)}]")
+        filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+        try:
+            filtered = filter_fn(dict(state), model) if filter_fn is not None else None
+        except Exception:
+            filtered = None
+        unchanged = filtered is not None and all(
+            tuple(v.shape) == tuple(state[k].shape) for k, v in filtered.items() if k in state)
+        if unchanged and not wrong_shapes(filtered) and key_mismatch(filtered) == ([], []):
+            state = filtered
+        else:
+            raise ValueError(f"weights {origin} do not match the architecture: missing keys [{show(missing)}], "
+                             f"unexpected keys [{show(unexpected)}]")
+    model.load_state_dict(state, strict=False)
 
 
 def _create_model(timm_name: str, pretrained: bool) -> torch.nn.Module:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -113,6 +114,7 @@ def _add_train(sub) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--name", default=d.name, help="file name of the final checkpoint")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--stop-at", type=int, default=None, help="stop after this many steps with a resumable checkpoint")
     p.set_defaults(func=_run_train)
 
 
@@ -134,7 +136,7 @@ def _run_train(args) -> int:
         loss_weights={k: (1.0 if k in chosen else 0.0) for k in LOSS_NAMES}, augment=not args.no_augment,
         cache_targets=args.cache_targets, checkpoint_every=args.checkpoint_every, seed=args.seed,
         device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), name=args.name)
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=args.resume, stop_at=args.stop_at)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -177,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
-        # user-facing errors: one clear line, no traceback
+        # user-facing errors: one clear line, no traceback (WRCUP_DEBUG=1 shows it)
+        if os.environ.get("WRCUP_DEBUG"):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -24,7 +24,6 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -40,23 +39,44 @@ def _as_tensor(x, name: str) -> torch.Tensor:
     raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
 
 
-def _as_masks(pred, gt, void=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    p = _as_tensor(pred, "pred")
-    g = _as_tensor(gt, "gt")
+def _as_array(x, name: str) -> np.ndarray:
+    """numpy view of an array or CPU tensor (the mask metrics run in numpy: single-threaded, no OpenMP waits)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, (list, tuple)):
+        return np.asarray(x)
+    raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+
+
+def _as_masks(pred, gt, void=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    p = _as_array(pred, "pred")
+    g = _as_array(gt, "gt")
     if p.shape != g.shape:
         raise ValueError(f"pred and gt must have the same shape, got {tuple(p.shape)} and {tuple(g.shape)}")
     if p.ndim < 2:
         raise ValueError(f"masks must have shape (..., H, W), got {tuple(p.shape)}")
     v = None
     if void is not None:
-        v = _as_tensor(void, "void")
+        v = _as_array(void, "void")
         if v.shape != g.shape:
             raise ValueError(f"void must have the masks' shape {tuple(g.shape)}, got {tuple(v.shape)}")
         v = v != 0
     return p != 0, g != 0, v
 
 
+def _scalar_or_tensor(values: np.ndarray) -> float | torch.Tensor:
+    return float(values) if values.ndim == 0 else torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
+
+
 # ------------------------------------------------------------------------------------------------ DAVIS J
+def _jaccard(p: np.ndarray, g: np.ndarray) -> np.ndarray:
+    inter = np.count_nonzero(p & g, axis=(-2, -1)).astype(np.float64)
+    union = np.count_nonzero(p | g, axis=(-2, -1)).astype(np.float64)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
 def region_similarity(pred, gt, void=None) -> float | torch.Tensor:
     """DAVIS J: intersection over union of two binary masks (1 when both are empty).
 
@@ -69,29 +89,30 @@ def region_similarity(pred, gt, void=None) -> float | torch.Tensor:
     p, g, v = _as_masks(pred, gt, void)
     if v is not None:
         p, g = p & ~v, g & ~v
-    inter = (p & g).sum(dim=(-2, -1)).double()
-    union = (p | g).sum(dim=(-2, -1)).double()
-    j = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
-    return float(j) if j.ndim == 0 else j
+    return _scalar_or_tensor(_jaccard(p, g))
 
 
 # ------------------------------------------------------------------------------------------------ DAVIS F
-def boundary_map(mask) -> torch.Tensor:
-    """One-pixel-wide boundary of a (..., H, W) binary mask (the DAVIS rule, see the module docstring); bool."""
-    m = _as_tensor(mask, "mask") != 0
-    if m.ndim < 2:
-        raise ValueError(f"mask must have shape (..., H, W), got {tuple(m.shape)}")
-    b = torch.zeros_like(m)
+def _boundary(m: np.ndarray) -> np.ndarray:
+    b = np.zeros_like(m)
     b[..., :, :-1] |= m[..., :, :-1] != m[..., :, 1:]  # right neighbour
     b[..., :-1, :] |= m[..., :-1, :] != m[..., 1:, :]  # lower neighbour
     b[..., :-1, :-1] |= m[..., :-1, :-1] != m[..., 1:, 1:]  # lower-right neighbour
     return b
 
 
+def boundary_map(mask) -> torch.Tensor:
+    """One-pixel-wide boundary of a (..., H, W) binary mask (the DAVIS rule, see the module docstring); bool."""
+    m = _as_array(mask, "mask") != 0
+    if m.ndim < 2:
+        raise ValueError(f"mask must have shape (..., H, W), got {tuple(m.shape)}")
+    return torch.from_numpy(_boundary(m))
+
+
 def boundary_tolerance(shape: Sequence[int], bound_th: float = 0.008) -> int:
     """Matching radius in pixels for an (H, W) image: ``bound_th`` if ≥ 1 (an integer), else
     ``ceil(bound_th · sqrt(H² + W²))``."""
-    if not (isinstance(bound_th, (int, float)) and bound_th > 0):
+    if isinstance(bound_th, bool) or not (isinstance(bound_th, (int, float)) and bound_th > 0):
         raise ValueError(f"bound_th must be a positive number, got {bound_th!r}")
     if bound_th >= 1:
         if float(bound_th) != int(bound_th):
@@ -107,20 +128,15 @@ def disk(radius: int) -> torch.Tensor:
     return (r[:, None] ** 2 + r[None, :] ** 2) <= radius**2
 
 
-def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Binary dilation of a (..., H, W) bool mask by :func:`disk` (pixels outside the image are background).
-
-    The disk is the union of horizontal segments, one per row offset dy, of half-width floor(sqrt(r² − dy²)).
-    A segment dilation of a row is a windowed "any", read off a running count along the row, so the cost grows
-    with r rather than r².
-    """
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     if radius == 0:
-        return mask.clone()
+        return mask.copy()
     h, w = mask.shape[-2:]
+    pad = [(0, 0)] * (mask.ndim - 1) + [(radius + 1, radius)]
     # count[..., i] = number of set pixels among the first i − 1 columns of the zero-padded row
-    count = F.pad(mask.to(torch.int32), (radius + 1, radius)).cumsum(dim=-1)
+    count = np.cumsum(np.pad(mask, pad).astype(np.int32), axis=-1)
     segments = {}
-    out = torch.zeros(*mask.shape[:-2], h + 2 * radius, w, dtype=torch.bool)
+    out = np.zeros((*mask.shape[:-2], h + 2 * radius, w), dtype=bool)
     for dy in range(-radius, radius + 1):
         half = math.isqrt(radius * radius - dy * dy)
         if half not in segments:  # rows with the same half-width share one segment dilation
@@ -132,22 +148,57 @@ def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     return out[..., radius : radius + h, :]
 
 
-def _matched_counts(bp: torch.Tensor, bg: torch.Tensor, radius: int) -> tuple[int, int]:
+def dilate(mask, radius: int) -> torch.Tensor:
+    """Binary dilation of a (..., H, W) mask by :func:`disk` (pixels outside the image are background); bool.
+
+    The disk is the union of horizontal segments, one per row offset dy, of half-width floor(sqrt(r² − dy²)).
+    A segment dilation of a row is a windowed "any", read off a running count along the row, so the cost grows
+    with r rather than r².
+    """
+    m = _as_array(mask, "mask") != 0
+    if m.ndim < 2:
+        raise ValueError(f"mask must have shape (..., H, W), got {tuple(m.shape)}")
+    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 0:
+        raise ValueError(f"radius must be a non-negative int, got {radius!r}")
+    return torch.from_numpy(np.ascontiguousarray(_dilate(m, radius)))
+
+
+def _matched_counts(bp: np.ndarray, bg: np.ndarray, radius: int) -> tuple[int, int]:
     """(# of bp pixels within ``radius`` of bg, # of bg pixels within ``radius`` of bp) for H×W boundaries.
 
     Only the box around both boundaries matters: no boundary pixel lies outside it, so dilating inside the box
     (with background beyond it) gives the same counts at a fraction of the cost.
     """
     both = bp | bg
-    rows = torch.nonzero(both.any(dim=1)).flatten()
-    cols = torch.nonzero(both.any(dim=0)).flatten()
-    if rows.numel() == 0:
+    rows = np.flatnonzero(both.any(axis=1))
+    cols = np.flatnonzero(both.any(axis=0))
+    if rows.size == 0:
         return 0, 0
-    crop = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+    crop = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     bp, bg = bp[crop], bg[crop]
-    p_match = int((bp & dilate(bg, radius)).sum())
-    g_match = int((bg & dilate(bp, radius)).sum())
+    p_match = int(np.count_nonzero(bp & _dilate(bg, radius)))
+    g_match = int(np.count_nonzero(bg & _dilate(bp, radius)))
     return p_match, g_match
+
+
+def _boundary_prf(p: np.ndarray, g: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    lead = p.shape[:-2]
+    bp = _boundary(p).reshape(-1, *p.shape[-2:])
+    bg = _boundary(g).reshape(-1, *g.shape[-2:])
+    n_p = np.count_nonzero(bp, axis=(-2, -1)).astype(np.float64)
+    n_g = np.count_nonzero(bg, axis=(-2, -1)).astype(np.float64)
+    p_match = np.zeros_like(n_p)
+    g_match = np.zeros_like(n_g)
+    for i in range(bp.shape[0]):
+        if n_p[i] > 0 and n_g[i] > 0:
+            p_match[i], g_match[i] = _matched_counts(bp[i], bg[i], radius)
+    # An empty boundary matches nothing, so the ratios below already give P = 0 (or R = 0) against a non-empty
+    # one; only the 0/0 cases need the toolkit's convention of 1.
+    precision = np.where(n_p > 0, p_match / np.maximum(n_p, 1), 1.0)
+    recall = np.where(n_g > 0, g_match / np.maximum(n_g, 1), 1.0)
+    denom = precision + recall
+    f = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1.0), 0.0)
+    return f.reshape(lead), precision.reshape(lead), recall.reshape(lead)
 
 
 def boundary_scores(pred, gt, bound_th: float = 0.008, void=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -158,29 +209,16 @@ def boundary_scores(pred, gt, bound_th: float = 0.008, void=None) -> tuple[torch
     p, g, v = _as_masks(pred, gt, void)
     if v is not None:
         p, g = p & ~v, g & ~v
-    radius = boundary_tolerance(p.shape, bound_th)
-    lead = p.shape[:-2]
-    bp, bg = boundary_map(p).reshape(-1, *p.shape[-2:]), boundary_map(g).reshape(-1, *g.shape[-2:])
-    n_p = bp.sum(dim=(-2, -1)).double()
-    n_g = bg.sum(dim=(-2, -1)).double()
-    p_match = torch.zeros_like(n_p)
-    g_match = torch.zeros_like(n_g)
-    for i in range(bp.shape[0]):
-        if n_p[i] > 0 and n_g[i] > 0:
-            p_match[i], g_match[i] = _matched_counts(bp[i], bg[i], radius)
-    # An empty boundary matches nothing, so the ratios below already give P = 0 (or R = 0) against a non-empty
-    # one; only the 0/0 cases need the toolkit's convention of 1.
-    precision = torch.where(n_p > 0, p_match / n_p.clamp_min(1), torch.ones_like(n_p))
-    recall = torch.where(n_g > 0, g_match / n_g.clamp_min(1), torch.ones_like(n_g))
-    denom = precision + recall
-    f = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-300), torch.zeros_like(denom))
-    return f.reshape(lead), precision.reshape(lead), recall.reshape(lead)
+    f, precision, recall = _boundary_prf(p, g, boundary_tolerance(p.shape, bound_th))
+    return tuple(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)) for x in (f, precision, recall))
 
 
 def boundary_f_measure(pred, gt, bound_th: float = 0.008, void=None) -> float | torch.Tensor:
     """DAVIS F (boundary F-measure) of (..., H, W) masks: float for H×W inputs, else float64 tensor."""
-    f = boundary_scores(pred, gt, bound_th, void)[0]
-    return float(f) if f.ndim == 0 else f
+    p, g, v = _as_masks(pred, gt, void)
+    if v is not None:
+        p, g = p & ~v, g & ~v
+    return _scalar_or_tensor(_boundary_prf(p, g, boundary_tolerance(p.shape, bound_th))[0])
 
 
 def davis_scores(
@@ -188,7 +226,6 @@ def davis_scores(
     ground_truth: Mapping[str, Sequence | torch.Tensor | np.ndarray],
     bound_th: float = 0.008,
     exclude_first_last: bool = True,
-    chunk: int = 16,
 ) -> dict:
     """DAVIS semi-supervised scores over sequences of object-id maps.
 
@@ -203,7 +240,6 @@ def davis_scores(
         predictions, ground_truth: sequence name → T×H×W integer object-id maps (tensor, array, or a list of
             H×W maps). Every ground-truth sequence needs a prediction with the same T, H, W.
         bound_th: boundary tolerance (see :func:`boundary_tolerance`).
-        chunk: frames processed together (memory bound).
     Returns:
         ``{"J&F-Mean", "J-Mean", "F-Mean", "J-Recall", "F-Recall": float (percent), "per_object":
         {"<seq>_<k>": {"J", "F"}}, "per_sequence": {seq: {"J", "F", "J&F"}} (percent, means over the
@@ -222,28 +258,24 @@ def davis_scores(
         pred = _stack_frames(predictions[seq], f"predictions[{seq!r}]")
         if pred.shape != gt.shape:
             raise ValueError(f"sequence {seq!r}: prediction shape {tuple(pred.shape)} != ground truth {tuple(gt.shape)}")
-        gt = torch.where(gt == 255, torch.zeros_like(gt), gt)
-        first_gt = gt[0]
+        gt = np.where(gt == 255, 0, gt)
+        num_objects = int(gt[0].max())
         if exclude_first_last:
             if gt.shape[0] < 3:
                 raise ValueError(f"sequence {seq!r} has {gt.shape[0]} frames; excluding first and last needs >= 3")
-            gt, pred = gt[1:-1], pred[1:-1]
-        num_objects = int(first_gt.max())
+            pass
+        radius = boundary_tolerance(gt.shape, bound_th)
         seq_j, seq_f = [], []
         for obj in range(1, num_objects + 1):
-            j_frames, f_frames = [], []
-            for start in range(0, gt.shape[0], chunk):
-                g = gt[start : start + chunk] == obj
-                p = pred[start : start + chunk] == obj
-                j_frames.append(torch.atleast_1d(torch.as_tensor(region_similarity(p, g))))
-                f_frames.append(boundary_scores(p, g, bound_th)[0].reshape(-1))
-            j_all, f_all = torch.cat(j_frames), torch.cat(f_frames)
+            g, p = gt == obj, pred == obj
+            j_all = _jaccard(p, g)
+            f_all = _boundary_prf(p, g, radius)[0]
             j_mean, f_mean = float(j_all.mean()), float(f_all.mean())
             per_object[f"{seq}_{obj}"] = {"J": 100 * j_mean, "F": 100 * f_mean}
             j_means.append(j_mean)
             f_means.append(f_mean)
-            j_recalls.append(float((j_all > 0.5).double().mean()))
-            f_recalls.append(float((f_all > 0.5).double().mean()))
+            j_recalls.append(float((j_all > 0.5).mean()))
+            f_recalls.append(float((f_all > 0.5).mean()))
             seq_j.append(j_mean)
             seq_f.append(f_mean)
         if seq_j:
@@ -264,16 +296,16 @@ def davis_scores(
     }
 
 
-def _stack_frames(frames, name: str) -> torch.Tensor:
+def _stack_frames(frames, name: str) -> np.ndarray:
     if isinstance(frames, (torch.Tensor, np.ndarray)):
-        t = _as_tensor(frames, name)
+        t = _as_array(frames, name)
     else:
-        t = torch.stack([_as_tensor(f, name) for f in frames])
+        t = np.stack([_as_array(f, name) for f in frames])
     if t.ndim != 3:
         raise ValueError(f"{name} must be T×H×W object-id maps, got shape {tuple(t.shape)}")
-    if torch.is_floating_point(t):
+    if not (np.issubdtype(t.dtype, np.integer) or t.dtype == np.bool_):
         raise TypeError(f"{name} must hold integer object ids, got {t.dtype}")
-    return t.long()
+    return t.astype(np.int64, copy=False)
 
 
 # ----------------------------------------------------------------------------------------- segmentation
@@ -303,16 +335,19 @@ class ConfusionMatrix:
             raise ValueError(f"pred and target must have the same shape, got {tuple(p.shape)} and {tuple(t.shape)}")
         if torch.is_floating_point(p) or torch.is_floating_point(t):
             raise TypeError("pred and target must be integer label maps (take the argmax of logits first)")
-        p, t = p.reshape(-1).long(), t.reshape(-1).long()
-        keep = t != self.ignore_index if self.ignore_index is not None else torch.ones_like(t, dtype=torch.bool)
-        p, t = p[keep], t[keep]
+        # numpy: one single-threaded pass, no OpenMP start-up on a busy machine
+        p = p.numpy().reshape(-1).astype(np.int64)
+        t = t.numpy().reshape(-1).astype(np.int64)
+        if self.ignore_index is not None:
+            keep = t != self.ignore_index
+            p, t = p[keep], t[keep]
         c = self.num_classes
-        if t.numel():
-            if int(t.min()) < 0 or int(t.max()) >= c:
+        if t.size:
+            if t.min() < 0 or t.max() >= c:
                 raise ValueError(f"target values must lie in [0, {c}) or equal ignore_index={self.ignore_index}")
-            if int(p.min()) < 0 or int(p.max()) >= c:
+            if p.min() < 0 or p.max() >= c:
                 raise ValueError(f"pred values must lie in [0, {c}) at non-ignored pixels")
-            self.matrix += torch.bincount(t * c + p, minlength=c * c).reshape(c, c)
+            self.matrix += torch.from_numpy(np.bincount(t * c + p, minlength=c * c).reshape(c, c))
         return self
 
     def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":

@@ -148,7 +148,7 @@ def _reverse_conv(y, kernel, lam, s, prior):
     Fk = kernel_spectrum(kernel, (H, W), kernel_shift("aligned", (H, W), kernel.shape[-2:]))  # C×H×(W//2+1)
     P = alias_mean_half(Fk.real.square() + Fk.imag.square(), s, W)  # ↓avg|F|², real, C×h×w
     Y = torch.fft.fft2(y)  # FFT(Sᵀy) = ↑rep(Y)
-    X_prior = torch.fft.rfft2(prior)
+    X_prior = _RFFT2.apply(prior)
     # R = conj(F)·↑rep(Y) + λ·X̄, so ↓avg(F·R) = P·Y + λ·↓avg(F·X̄) and
     # X̂ = R/λ − conj(F)·↑rep(↓avg(F·R) / (P + λ)) / λ = X̄ − conj(F)·↑rep(q)
     A = P * Y + lam * alias_mean_half(Fk * X_prior, s, W)
@@ -213,28 +213,171 @@ def wrc_solve(y, kernel, w_low, lam_total, s: int, prior, shift: tuple[int, int]
     """Unchecked core of :func:`wrc_closed_form`: one dtype, full shapes, no autocast.
 
     Takes Λ = ω_H + λ (``lam_total``, B×C×H×W) instead of ω_H and λ: the formula only needs Λ, since
-    ↓avg(ω_H) + λ = ↓avg(Λ). ``shift`` is the kernel roll (see :func:`kernel_shift`).
+    ↓avg(ω_H) + λ = ↓avg(Λ). ``shift`` is the kernel roll (see :func:`kernel_shift`). The kernel spectrum F and
+    P = ↓avg|F|² (no batch axis, cheap) go through autograd; the batched algebra has a hand-written backward.
     """
-    h, w = y.shape[-2:]
-    H, W = s * h, s * w
+    H, W = s * y.shape[-2], s * y.shape[-1]
     Fk = kernel_spectrum(kernel, (H, W), shift)  # C×H×(W//2+1)
     P = alias_mean_half(Fk.real.square() + Fk.imag.square(), s, W)  # ↓avg|F|², C×h×w
+    return _WRCSolve.apply(y, w_low, lam_total, prior, Fk, P, s, safeguards)
 
-    # R = R_Λ + conj(F)·↑rep(Y): R_Λ = FFT(Λ ⊙ x̄), Y = FFT_lo(ω_L ⊙ y) (FFT(Sᵀq) = ↑rep(FFT_lo q)).
-    Y = torch.fft.fft2(w_low * y)
-    R_lam = torch.fft.rfft2(lam_total * prior)
-    A = alias_mean_half(Fk * R_lam, s, W) + P * Y  # ↓avg(F·R), Hermitian, B×C×h×w
 
-    D = w_low * P + block_mean_real(lam_total, s)  # ω_L·↓avg|F|² + ↓avg(ω_H) + λ
-    if safeguards:
-        D = D.clamp_min(_SAFE_MIN_DENOMINATOR)
-    r = w_low / D
-    r_mirror = torch.roll(torch.flip(r, dims=(-2, -1)), shifts=(1, 1), dims=(-2, -1))  # r[-j]
-    # Hermitian part of (R − conj(F)·↑rep(A·r)) / Λ, with the ↑rep(Y) of R folded into the low-res factor:
-    # G_e·R_Λ − conj(F)·(G_e·↑rep(A·r_e − Y) + G_o·↑rep(A·r_o)).
-    q_even = A * ((r + r_mirror) * 0.5) - Y
-    q_odd = A * ((r - r_mirror) * 0.5)
-    G_e, G_o = even_odd_half(lam_total.reciprocal())
-    T = rep_mul(G_e, q_even, s, W) + rep_mul(G_o, q_odd, s, W)
-    Z = G_e * R_lam - Fk.conj() * T
-    return torch.fft.irfft2(Z, s=(H, W))
+class _RFFT2(torch.autograd.Function):
+    """torch.fft.rfft2 with a cheaper backward: the adjoint is an unnormalised irfft2 with the interior columns
+    halved (torch's own backward zero-fills the missing half and runs a full complex FFT)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.size = tuple(x.shape[-2:])
+        return torch.fft.rfft2(x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        g = g.clone()
+        g[..., _interior_cols(ctx.size[-1])] *= 0.5
+        return torch.fft.irfft2(g, s=ctx.size, norm="forward")
+
+
+def _flip(z: torch.Tensor) -> torch.Tensor:
+    """z[−j mod h, −j mod w] on a full low-res grid (an involution, so also its own adjoint)."""
+    return torch.roll(torch.flip(z, dims=(-2, -1)), shifts=(1, 1), dims=(-2, -1))
+
+
+def _rows_mul(z_half: torch.Tensor, q_cols: torch.Tensor, s: int) -> torch.Tensor:
+    """z_half (…, s·h, Wh) times q_cols (…, h, Wh) repeated over the s row blocks (broadcast, not tiled)."""
+    H, Wh = z_half.shape[-2:]
+    h = H // s
+    lead = torch.broadcast_shapes(z_half.shape[:-2], q_cols.shape[:-2])
+    return (z_half.reshape(*z_half.shape[:-2], s, h, Wh) * q_cols.unsqueeze(-3)).reshape(*lead, H, Wh)
+
+
+def _rep_adjoint(x_half: torch.Tensor, s: int, w: int) -> torch.Tensor:
+    """Adjoint of q ↦ ↑rep(q) restricted to the half-plane: sum the s row blocks, fold columns k ↦ k mod w."""
+    H, Wh = x_half.shape[-2:]
+    rows = x_half.reshape(*x_half.shape[:-2], s, H // s, Wh).sum(dim=-3)
+    if Wh == w:
+        return rows
+    out = rows.new_zeros(*rows.shape[:-1], w)
+    return out.index_add_(-1, torch.arange(Wh, device=rows.device) % w, rows)
+
+
+def _interior_cols(W: int) -> slice:
+    """Half-plane columns whose mirror −k lies outside the half-plane: 1 … (W−1)//2."""
+    return slice(1, (W - 1) // 2 + 1)
+
+
+class _WRCSolve(torch.autograd.Function):
+    """Batched WRC closed form on rfft2 half-planes (module docstring), with its vector-Jacobian product.
+
+    Inputs: y, ω_L (B×C×h×w), Λ, x̄ (B×C×H×W), F (C×H×Wh complex), P = ↓avg|F|² (C×h×w), s, safeguards.
+    The backward retraces the forward in reverse; only R = FFT(Λ⊙x̄) is kept at high resolution (plus inputs),
+    G = 1/Λ and the tiled low-res factors are recomputed.
+    """
+
+    @staticmethod
+    def forward(ctx, y, w_low, lam_total, prior, Fk, P, s, safeguards):
+        h, w = y.shape[-2:]
+        H, W = s * h, s * w
+        Y = torch.fft.fft2(w_low * y)  # FFT(Sᵀ(ω_L y)) = ↑rep(Y)
+        R = torch.fft.rfft2(lam_total * prior)  # R_Λ; the full R is R_Λ + conj(F)·↑rep(Y)
+        A = alias_mean_half(Fk * R, s, W).add_(P * Y)  # ↓avg(F·R), Hermitian
+
+        D = block_mean_real(lam_total, s).add_(w_low * P)  # ω_L·↓avg|F|² + ↓avg(ω_H) + λ
+        keep = None
+        if safeguards:
+            keep = D >= _SAFE_MIN_DENOMINATOR
+            D = D.clamp_min_(_SAFE_MIN_DENOMINATOR)
+        r = w_low / D
+        r_flip = _flip(r)
+        r_even, r_odd = (r + r_flip).mul_(0.5), (r - r_flip).mul_(0.5)
+        # Hermitian part of (R − conj(F)·↑rep(A·r)) / Λ with ↑rep(Y) folded into the low-res factor:
+        # G_e·R_Λ − conj(F)·(G_e·↑rep(A·r_e − Y) + G_o·↑rep(A·r_o)).
+        q_even = (A * r_even).sub_(Y)
+        q_odd = A * r_odd
+        G_e, G_o = even_odd_half(lam_total.reciprocal())
+        T = rep_mul(G_e, q_even, s, W).add_(rep_mul(G_o, q_odd, s, W))
+        Z = (G_e * R).sub_(Fk.conj() * T)
+        out = torch.fft.irfft2(Z, s=(H, W))
+
+        ctx.s, ctx.keep = s, keep
+        ctx.save_for_backward(y, w_low, lam_total, prior, Fk, P, R, Y, A, D, r, r_even, r_odd, q_even, q_odd)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_out):
+        y, w_low, lam_total, prior, Fk, P, R, Y, A, D, r, r_even, r_odd, q_even, q_odd = ctx.saved_tensors
+        s = ctx.s
+        h, w = y.shape[-2:]
+        H, W = s * h, s * w
+        Wh = W // 2 + 1
+        batch_dims = tuple(range(g_out.ndim - 3))  # F and P have no batch axis
+        interior = _interior_cols(W)
+        cols = torch.arange(Wh, device=y.device) % w
+
+        # out = irfft2(Z): Z ↦ Re Σ_half c·Z·e^{iθ}/(HW), c = 2 on interior columns, 1 on the self-mirrored ones
+        gZ = torch.fft.rfft2(g_out).div_(H * W)
+        gZ[..., interior] *= 2
+        G = lam_total.reciprocal()
+        G_e, G_o = even_odd_half(G)
+        qe_cols, qo_cols = q_even.index_select(-1, cols), q_odd.index_select(-1, cols)
+
+        # Z = G_e·R_Λ − conj(F)·T,  T = G_e·↑q_e + G_o·↑q_o
+        gT = -(gZ * Fk)
+        T = _rows_mul(G_e, qe_cols, s).add_(_rows_mul(G_o, qo_cols, s))
+        gFk = -(gZ.conj() * T).sum(dim=batch_dims)
+        del T
+        g_Ge = (gZ * R.conj()).real.add_(_rows_mul(gT, qe_cols.conj(), s).real)
+        g_Go = _rows_mul(gT, qo_cols.conj(), s).real
+        gR = gZ * G_e
+        del gZ
+        g_qe = _rep_adjoint(gT * G_e, s, w)
+        g_qo = _rep_adjoint(gT * G_o, s, w)
+        del gT, G_e, G_o
+
+        # (G_e, G_o) = even/odd parts of G = 1/Λ on the half-plane
+        neg_rows = (-torch.arange(H, device=y.device)) % H
+        neg_cols = (-torch.arange(Wh, device=y.device)) % W
+        gG = torch.zeros_like(G)
+        gG[..., :Wh] = (g_Ge + g_Go).mul_(0.5)
+        gG.index_add_(-1, neg_cols, (g_Ge - g_Go).mul_(0.5).index_select(-2, neg_rows))
+        del g_Ge, g_Go
+        gLam = gG.mul_(G).mul_(G).neg_()  # d(1/Λ) = −dΛ/Λ²
+        del G
+
+        # q_e = A·r_e − Y,  q_o = A·r_o
+        gA = g_qe * r_even + g_qo * r_odd
+        g_re = (g_qe * A.conj()).real
+        g_ro = (g_qo * A.conj()).real
+        gY = -g_qe
+        g_r = (g_re + g_ro).mul_(0.5).add_(_flip(g_re - g_ro).mul_(0.5))
+        # r = ω_L / D,  D = ω_L·P + ↓avg(Λ)
+        g_wlow = g_r / D
+        gD = -(g_r * r / D)
+        if ctx.keep is not None:
+            gD = gD * ctx.keep
+        g_wlow += gD * P
+        gP = (gD * w_low).sum(dim=batch_dims)
+        gLam.view(*gLam.shape[:-2], s, h, s, w).add_((gD / (s * s)).unsqueeze(-2).unsqueeze(-4))
+
+        # A = ↓avg(F·R_Λ) + P·Y; the adjoint of ↓avg on a half-plane: ĝ[k mod] + conj(ĝ[−k mod]) on interior columns
+        gP = gP + (gA * Y.conj()).real.sum(dim=batch_dims)
+        gY += gA * P
+        gM_cols = gA.index_select(-1, cols)
+        gM_cols[..., interior] += _flip(gA).conj().index_select(-1, cols)[..., interior]
+        gM_cols /= s * s
+        gFk += _rows_mul(R.conj(), gM_cols, s).sum(dim=batch_dims)
+        gR += _rows_mul(Fk.conj(), gM_cols, s)
+
+        # R_Λ = rfft2(Λ·x̄): adjoint is irfft2 (unnormalised) with interior columns halved
+        gR[..., interior] *= 0.5
+        gv = torch.fft.irfft2(gR, s=(H, W), norm="forward")
+        del gR
+        gLam += gv * prior
+        g_prior = gv.mul_(lam_total)
+        # Y = FFT_lo(ω_L·y)
+        gu = torch.fft.ifft2(gY, norm="forward").real
+        g_wlow += gu * y
+        g_y = gu.mul_(w_low)
+        return g_y, g_wlow, gLam, g_prior, gFk, gP, None, None

@@ -86,8 +86,9 @@ class TrainConfig:
 
 def _step_generator(seed: int, step: int, stream: int) -> torch.Generator:
     """An independent RNG per (seed, step, stream): no RNG state has to be checkpointed."""
+    digest = hashlib.sha256(f"{seed}/{step}/{stream}".encode()).digest()
     g = torch.Generator()
-    g.manual_seed((seed * 1_000_003 + step * 97 + stream) % (2**63 - 1))
+    g.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
     return g
 
 
@@ -167,7 +168,7 @@ class TargetSource:
     def _cache_file(self, i: int) -> Path:
         path = Path(self.images.paths[i])
         st = path.stat()
-        key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.cfg.backbone}|{self.cfg.high_res}|" \
+        key = f"v1|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.cfg.backbone}|{self.cfg.high_res}|" \
               f"{self.cfg.crops}|{self.cfg.crop_align}|{self.cfg.seed}"
         return self.cache_dir / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".safetensors")
 
@@ -184,10 +185,13 @@ class TargetSource:
             with atomic_path(self._cache_file(i)) as tmp:
                 save_file(tensors, str(tmp))
 
-    def batch(self, idx: list[int], step: int):
-        """→ low B×3×S×S [0,1], z_low B×C×h×w, crop targets B×n×C×h×w (or None), boxes B×n×2 in high-res tokens."""
+    def batch(self, idx: list[int], step: int, offset: int = 0):
+        """→ low B×3×S×S [0,1], z_low B×C×h×w, crop targets B×n×C×h×w (or None), boxes B×n×2 in high-res tokens.
+
+        ``offset`` is the position of ``idx[0]`` in the step's global batch (it seeds the crops).
+        """
         if self.cache_dir is None:
-            gens = [_step_generator(self.cfg.seed, step, stream=100 + j) for j in range(len(idx))]
+            gens = [_step_generator(self.cfg.seed, step, stream=100 + offset + j) for j in range(len(idx))]
             low, z_low, crop_t, boxes = self._views(idx, gens)
         else:
             from safetensors.torch import load_file
@@ -224,10 +228,12 @@ class _Distributed:
         return values
 
 
-def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None) -> dict:
+def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, stop_at: int | None = None) -> dict:
     """Run (or resume) a training run; returns the final summary (also written to ``out/summary.json``).
 
-    ``images`` (an ImageFolder) and ``backbone`` may be passed in to share them between runs (tests).
+    ``stop_at`` ends this invocation after that many steps with a resumable checkpoint (a time-boxed run;
+    the schedule still spans ``cfg.steps``). ``images`` (an :class:`ImagePool`) and ``backbone`` may be
+    passed in to share them between runs.
     """
     from .. import backbones as backbones_mod
     from ..models.upsampler import build_upsampler
@@ -308,15 +314,17 @@ def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None) ->
 
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not (cfg.progress and is_main))
     model.train()
-    while step < cfg.steps:
+    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    while step < end:
         t0 = time.perf_counter()
         idx = batch_indices(len(images), cfg.batch_size, step, cfg.seed)
-        idx = idx[ddp.rank * micro * cfg.grad_accum:(ddp.rank + 1) * micro * cfg.grad_accum]
+        first = ddp.rank * micro * cfg.grad_accum  # this rank's share of the global batch
+        idx = idx[first:first + micro * cfg.grad_accum]
         optimizer.zero_grad(set_to_none=True)
         parts = torch.zeros(3, device=device)
         for a in range(cfg.grad_accum):
             sub = idx[a * micro:(a + 1) * micro]
-            low, z_low, crop_t, boxes = targets.batch(sub, step)
+            low, z_low, crop_t, boxes = targets.batch(sub, step, offset=first + a * micro)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 pred = ddp_model((low - mean) / std, z_low)
                 terms = {}
@@ -325,7 +333,7 @@ def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None) ->
                 if weights["global"]:
                     terms["global"] = losses.global_loss(pred.float(), z_low)
                 if weights["consistency"]:
-                    g = _step_generator(cfg.seed, step, stream=200 + a)
+                    g = _step_generator(cfg.seed, step, stream=200 + (first + a * micro) // micro)
                     aug = photometric_augment(low, g) if cfg.augment else low
                     pred_aug = ddp_model((aug - mean) / std, z_low)
                     terms["consistency"] = losses.consistency_loss(pred_aug.float(), pred.float())
@@ -346,11 +354,12 @@ def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None) ->
                                          f"{scheduler.get_last_lr()[0]:.3e}", f"{cfg.batch_size / dt:.2f}", f"{elapsed:.1f}"])
             bar.set_postfix(loss=f"{float(total):.4f}", img_s=f"{cfg.batch_size / dt:.1f}")
             bar.update(1)
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < end:
             save(final=False)
     bar.close()
-    save(final=True)
-    summary = {"steps": step, "wall_time_s": round(elapsed, 1),
+    save(final=step >= cfg.steps)
+    checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
+    summary = {"steps": step, "wall_time_s": round(elapsed, 1), "param_checksum": checksum,
                "final_losses": dict(zip(("total",) + LOSS_NAMES, torch.stack(recent[-50:]).mean(0).tolist()))
                if recent else {}, "checkpoint": str(out / f"{cfg.name}.safetensors")}
     if is_main:

@@ -1,0 +1,46 @@
+"""Shared fixtures: real photos from ../shared/data, the embedded backbone converted once per session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+IMAGENET = SHARED / "data" / "imagenet-sample"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Every test session converts the embedded backbone into its own cache unless WRCUP_CACHE is set."""
+    if "WRCUP_CACHE" not in os.environ:
+        os.environ["WRCUP_CACHE"] = str(tmp_path_factory.mktemp("wrcup-cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def real_photos() -> list[Path]:
+    """A handful of real ImageNet photos (the shared data), or the examples shipped in the repository."""
+    photos = sorted(IMAGENET.glob("*.JPEG"))[:6] if IMAGENET.is_dir() else []
+    if not photos:
+        photos = sorted((REPO / "examples").glob("*.jpg"))
+    assert photos, "no real photos found (neither ../shared/data/imagenet-sample nor examples/)"
+    return photos
+
+
+@pytest.fixture(scope="session")
+def embedded_backbone():
+    from wrcup import backbones
+
+    return backbones.load("dinov2-s14-imgfocus")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny ops run faster on one thread on the shared 2-core machines (no OpenMP spin-waiting)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
