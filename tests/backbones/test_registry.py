@@ -58,11 +58,12 @@ def test_generic_forward_matches_timm(arch, kwargs):
     model = timm.create_model(arch, pretrained=False, depth=2, **kwargs).eval()
     backbone = Backbone(model, arch, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
     p = backbone.patch_size
-    images = torch.rand(2, 3, 14 * p, 14 * p)
+    gh, gw = model.patch_embed.grid_size  # the stored grid: timm uses its position embeddings unchanged
+    images = torch.rand(2, 3, gh * p, gw * p)
     normalised = (images - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
     with torch.no_grad():
         tokens = model.forward_features(normalised)[:, model.num_prefix_tokens:]
-    expected = tokens.transpose(1, 2).reshape(2, backbone.dim, 14, 14)
+    expected = tokens.transpose(1, 2).reshape(2, backbone.dim, gh, gw)
     out = backbone.extract(images, layers=(0,), facets=True)
     assert relative_error(out["features"], expected) <= 1e-5
     assert ("cls_k" in out["facets"]) == (model.cls_token is not None)
@@ -77,7 +78,7 @@ def test_generic_forward_matches_timm(arch, kwargs):
     bias = attn.qkv.bias if attn.qkv.bias is not None else (
         torch.cat((attn.q_bias, attn.k_bias, attn.v_bias)) if getattr(attn, "q_bias", None) is not None else None)
     qkv = F.linear(captured[0], attn.qkv.weight, bias)[:, model.num_prefix_tokens:]
-    keys = qkv.chunk(3, dim=-1)[1].transpose(1, 2).reshape(2, backbone.dim, 14, 14)
+    keys = qkv.chunk(3, dim=-1)[1].transpose(1, 2).reshape(2, backbone.dim, gh, gw)
     assert relative_error(out["facets"]["k"], keys) <= 1e-5
     if arch.endswith("qkvb"):
         assert attn.q_bias is not None  # the pre-hook path was exercised

@@ -55,12 +55,12 @@ class SPairDataset(torch.utils.data.Dataset):
         pair_dir = self.root / "PairAnnotation" / split
         for folder in (pair_dir, self.root / "JPEGImages"):
             if not folder.is_dir():
-                raise DatasetLayoutError(self.name, self.root, folder.relative_to(self.root) if self.root.is_dir() else self.root, _SPAIR_LAYOUT)
+                raise DatasetLayoutError(self.name, self.root, folder, _SPAIR_LAYOUT)
         files = sorted(pair_dir.glob("*.json"))
         if category is not None:
             files = [f for f in files if f.stem.split(":")[-1] == category]
         if not files:
-            raise DatasetLayoutError(self.name, self.root, pair_dir.relative_to(self.root) / "*.json", _SPAIR_LAYOUT)
+            raise DatasetLayoutError(self.name, self.root, pair_dir / "*.json", _SPAIR_LAYOUT)
         self.files = files
 
     def __len__(self) -> int:
@@ -79,7 +79,9 @@ class SPairDataset(torch.utils.data.Dataset):
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise ImageReadError(f"SPair-71k annotation {str(path)!r} is unreadable: {err!r}") from err
         if src_kps.shape != trg_kps.shape:
-            raise ImageReadError(f"SPair-71k annotation {str(path)!r}: {len(src_kps)} source vs {len(trg_kps)} target keypoints")
+            raise ImageReadError(
+                f"SPair-71k annotation {str(path)!r}: {len(src_kps)} source vs {len(trg_kps)} target keypoints"
+            )
         src_path = self.root / "JPEGImages" / category / src_name
         trg_path = self.root / "JPEGImages" / category / trg_name
         sample = {

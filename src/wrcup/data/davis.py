@@ -54,7 +54,7 @@ class DavisDataset(torch.utils.data.Dataset):
         list_file = self.root / "ImageSets" / self.year / f"{split}.txt"
         if sequences is None:
             if not list_file.is_file():
-                raise DatasetLayoutError("DAVIS", self.root, list_file.relative_to(self.root), _LAYOUT)
+                raise DatasetLayoutError("DAVIS", self.root, list_file, _LAYOUT)
             sequences = parse_davis_list(list_file)
         self.sequences: list[str] = list(sequences)
         if not self.sequences:
@@ -63,16 +63,16 @@ class DavisDataset(torch.utils.data.Dataset):
         self.mask_root = self.root / "Annotations" / resolution
         for folder in (self.frame_root, self.mask_root):
             if not folder.is_dir():
-                raise DatasetLayoutError("DAVIS", self.root, folder.relative_to(self.root), _LAYOUT)
+                raise DatasetLayoutError("DAVIS", self.root, folder, _LAYOUT)
         self._frames: dict[str, list[Path]] = {}
         self._masks: dict[str, list[Path]] = {}
         for seq in self.sequences:
             frames = sorted((self.frame_root / seq).glob("*.jpg"))
             masks = sorted((self.mask_root / seq).glob("*.png"))
             if not frames:
-                raise DatasetLayoutError("DAVIS", self.root, (self.frame_root / seq / "*.jpg").relative_to(self.root), _LAYOUT)
+                raise DatasetLayoutError("DAVIS", self.root, self.frame_root / seq / "*.jpg", _LAYOUT)
             if not masks:
-                raise DatasetLayoutError("DAVIS", self.root, (self.mask_root / seq / "*.png").relative_to(self.root), _LAYOUT)
+                raise DatasetLayoutError("DAVIS", self.root, self.mask_root / seq / "*.png", _LAYOUT)
             frame_stems = {p.stem for p in frames}
             stray = [p.name for p in masks if p.stem not in frame_stems]
             if stray:

@@ -33,10 +33,10 @@ class NYUv2DepthDataset(torch.utils.data.Dataset):
         rgb_dir, depth_dir = self.root / split / "rgb", self.root / split / "depth"
         for folder in (rgb_dir, depth_dir):
             if not folder.is_dir():
-                raise DatasetLayoutError(self.name, self.root, folder.relative_to(self.root) if self.root.is_dir() else self.root, _LAYOUT)
+                raise DatasetLayoutError(self.name, self.root, folder if self.root.is_dir() else self.root, _LAYOUT)
         images = sorted(p for p in rgb_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not images:
-            raise DatasetLayoutError(self.name, self.root, rgb_dir.relative_to(self.root) / "*.png", _LAYOUT)
+            raise DatasetLayoutError(self.name, self.root, rgb_dir / "*.png", _LAYOUT)
         self.samples: list[tuple[Path, Path]] = []
         for img in images:
             candidates = [depth_dir / f"{img.stem}.png", depth_dir / f"{img.stem}.npy"]

@@ -28,7 +28,10 @@ class DatasetLayoutError(FileNotFoundError):
 
     def __init__(self, dataset: str, root: str | os.PathLike, missing: str | os.PathLike, expected: str = ""):
         self.root = Path(root)
-        self.missing = Path(missing)
+        missing = Path(missing)
+        # name the missing part relative to the root when it lies inside it
+        inside = missing != self.root and missing.is_relative_to(self.root)
+        self.missing = missing.relative_to(self.root) if inside else missing
         hint = f" Expected layout: {expected}" if expected else ""
         super().__init__(f"{dataset} root {str(self.root)!r}: missing {str(self.missing)!r}.{hint}")
 

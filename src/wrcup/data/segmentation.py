@@ -72,13 +72,13 @@ def _require_dir(dataset: str, root: Path, folder: Path, expected: str) -> Path:
     if not root.is_dir():
         raise DatasetLayoutError(dataset, root, root, expected)
     if not folder.is_dir():
-        raise DatasetLayoutError(dataset, root, folder.relative_to(root), expected)
+        raise DatasetLayoutError(dataset, root, folder, expected)
     return folder
 
 
 def _require_file(dataset: str, root: Path, path: Path, expected: str) -> Path:
     if not path.is_file():
-        raise DatasetLayoutError(dataset, root, path.relative_to(root) if path.is_relative_to(root) else path, expected)
+        raise DatasetLayoutError(dataset, root, path, expected)
     return path
 
 
@@ -112,7 +112,8 @@ class CamVidDataset(SegmentationDataset):
         <root>/{train,val,test}/<name>.png|jpg
         <root>/{train,val,test}annot/<name>.png       # class id per pixel: 0..10, 11 = void
         <root>/{train,val,test}.txt                   # one sample a line: "<name>" (or a file name), or the
-                                                      # SegNet form "/SegNet/CamVid/train/x.png /SegNet/CamVid/trainannot/x.png"
+                                                      # SegNet form "/SegNet/CamVid/train/x.png
+                                                      #             /SegNet/CamVid/trainannot/x.png"
 
     Without a list file, every image in ``<split>/`` that has an annotation is used.
     """

@@ -263,7 +263,7 @@ def davis_scores(
         if exclude_first_last:
             if gt.shape[0] < 3:
                 raise ValueError(f"sequence {seq!r} has {gt.shape[0]} frames; excluding first and last needs >= 3")
-            pass
+            gt, pred = gt[1:-1], pred[1:-1]
         radius = boundary_tolerance(gt.shape, bound_th)
         seq_j, seq_f = [], []
         for obj in range(1, num_objects + 1):
@@ -425,7 +425,10 @@ def corloc(pred_boxes, gt_boxes_per_image: Sequence, iou_threshold: float = 0.5)
         gt_boxes_per_image: N entries of K_i×4 boxes. An image with no ground-truth box counts as a miss
             (LOST/TokenCut drop such images beforehand; see ``VOCDetectionDataset(drop_empty=True)``).
     """
-    preds = list(pred_boxes) if not isinstance(pred_boxes, (torch.Tensor, np.ndarray)) else list(_as_boxes(pred_boxes, "pred_boxes"))
+    if isinstance(pred_boxes, (torch.Tensor, np.ndarray)):
+        preds = list(_as_boxes(pred_boxes, "pred_boxes"))
+    else:
+        preds = list(pred_boxes)
     if len(preds) != len(gt_boxes_per_image):
         raise ValueError(f"{len(preds)} predicted boxes for {len(gt_boxes_per_image)} images")
     if not preds:

@@ -114,9 +114,9 @@ def gradient_matching_loss(log_diff: torch.Tensor, valid: torch.Tensor) -> torch
         and counted only where both pixels are valid.
     """
     d = torch.where(valid, log_diff, torch.zeros_like(log_diff))
-    dx = (d[1:] - d[:-1]).sum() * 0 + (d[..., :, 1:] - d[..., :, :-1]).abs() * (valid[..., :, 1:] & valid[..., :, :-1])
+    dx = (d[..., :, 1:] - d[..., :, :-1]).abs() * (valid[..., :, 1:] & valid[..., :, :-1])
     dy = (d[..., 1:, :] - d[..., :-1, :]).abs() * (valid[..., 1:, :] & valid[..., :-1, :])
-    return (dx.sum() + dy.sum() + (d[1:] - d[:-1]).abs().sum()) / valid.sum().clamp_min(1)
+    return (dx.sum() + dy.sum()) / valid.sum().clamp_min(1)
 
 
 # ------------------------------------------------------------------------------------------------ training

@@ -317,24 +317,25 @@ class _WRCSolve(torch.autograd.Function):
         cols = torch.arange(Wh, device=y.device) % w
 
         # out = irfft2(Z): Z ↦ Re Σ_half c·Z·e^{iθ}/(HW), c = 2 on interior columns, 1 on the self-mirrored ones
-        gZ = torch.fft.rfft2(g_out).div_(H * W)
-        gZ[..., interior] *= 2
+        col_weight = torch.full((Wh,), 1.0 / (H * W), dtype=g_out.dtype, device=g_out.device)
+        col_weight[interior] *= 2
+        gZ = torch.fft.rfft2(g_out).mul_(col_weight)
         G = lam_total.reciprocal()
         G_e, G_o = even_odd_half(G)
         qe_cols, qo_cols = q_even.index_select(-1, cols), q_odd.index_select(-1, cols)
 
-        # Z = G_e·R_Λ − conj(F)·T,  T = G_e·↑q_e + G_o·↑q_o
-        gT = -(gZ * Fk)
+        # Z = G_e·R_Λ − conj(F)·T,  T = G_e·↑q_e + G_o·↑q_o;  gT = −gZ·F is kept as its negative gTn
         T = _rows_mul(G_e, qe_cols, s).add_(_rows_mul(G_o, qo_cols, s))
-        gFk = -(gZ.conj() * T).sum(dim=batch_dims)
+        gFk = T.mul_(gZ.conj()).sum(dim=batch_dims).neg_()
         del T
-        g_Ge = (gZ * R.conj()).real.add_(_rows_mul(gT, qe_cols.conj(), s).real)
-        g_Go = _rows_mul(gT, qo_cols.conj(), s).real
-        gR = gZ * G_e
+        gTn = gZ * Fk
+        g_Ge = (gZ * R.conj()).real.sub_(_rows_mul(gTn, qe_cols.conj(), s).real)
+        g_Go = _rows_mul(gTn, qo_cols.conj(), s).real.neg_()
+        gR = gZ.mul_(G_e)
         del gZ
-        g_qe = _rep_adjoint(gT * G_e, s, w)
-        g_qo = _rep_adjoint(gT * G_o, s, w)
-        del gT, G_e, G_o
+        g_qo = _rep_adjoint(gTn * G_o, s, w).neg_()
+        g_qe = _rep_adjoint(gTn.mul_(G_e), s, w).neg_()
+        del gTn, G_e, G_o
 
         # (G_e, G_o) = even/odd parts of G = 1/Λ on the half-plane
         neg_rows = (-torch.arange(H, device=y.device)) % H
@@ -371,8 +372,7 @@ class _WRCSolve(torch.autograd.Function):
         gR += _rows_mul(Fk.conj(), gM_cols, s)
 
         # R_Λ = rfft2(Λ·x̄): adjoint is irfft2 (unnormalised) with interior columns halved
-        gR[..., interior] *= 0.5
-        gv = torch.fft.irfft2(gR, s=(H, W), norm="forward")
+        gv = torch.fft.irfft2(gR.mul_(col_weight.reciprocal_().mul_(1.0 / (H * W))), s=(H, W), norm="forward")
         del gR
         gLam += gv * prior
         g_prior = gv.mul_(lam_total)

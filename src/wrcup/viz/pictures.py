@@ -46,8 +46,9 @@ def feature_pca(*feature_maps: torch.Tensor, n_components: int = 3) -> list[torc
 def similarity_map(features: torch.Tensor, point_xy: Sequence[float], image_size: Sequence[int]) -> torch.Tensor:
     """Cosine similarity of every cell of ``features`` (C×h×w) to the feature at pixel ``point_xy``.
 
-    ``point_xy`` is (x, y) in pixels of an image of size ``image_size`` = (H, W); the query feature is
-    sampled bilinearly at that point (pixel-centre convention). Returns h×w in [-1, 1].
+    ``point_xy`` is (x, y) in continuous pixel coordinates of an image of size ``image_size`` = (H, W): the
+    origin is the image's top-left corner and pixel i covers [i, i+1) (as in :mod:`wrcup.eval.correspondence`).
+    The query feature is sampled bilinearly there. Returns h×w in [-1, 1].
     """
     check_tensor(features, "features", 3)
     H, W = image_size
@@ -55,7 +56,7 @@ def similarity_map(features: torch.Tensor, point_xy: Sequence[float], image_size
     if not (0 <= x < W and 0 <= y < H):
         raise ValueError(f"point (x={x}, y={y}) lies outside the image of size {W}×{H} (width×height)")
     f = F.normalize(features.detach().float(), dim=0)
-    grid = torch.tensor([[[[2 * (x + 0.5) / W - 1, 2 * (y + 0.5) / H - 1]]]], dtype=f.dtype)
+    grid = torch.tensor([[[[2 * x / W - 1, 2 * y / H - 1]]]], dtype=f.dtype)
     query = F.grid_sample(f[None], grid, mode="bilinear", align_corners=False)[0, :, 0, 0]
     return torch.einsum("chw,c->hw", f, F.normalize(query, dim=0))
 

@@ -1,0 +1,85 @@
+"""CLI smoke tests on real photos: the main job, its error handling, info, train."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from wrcup.cli.main import main
+from wrcup.train.trainer import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, real_photos, embedded_backbone):
+    """A 2-step checkpoint of the reference network on real photos (stands in for a trained one)."""
+    folder = tmp_path_factory.mktemp("photos")
+    for p in real_photos[:2]:
+        shutil.copy(p, folder / p.name)
+    out = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(data=[str(folder)], out=str(out), steps=2, batch_size=2, high_res=112, crops=1,
+                      progress=False, checkpoint_every=0, residual=True)
+    torch.set_num_threads(1)
+    train(cfg, backbone=embedded_backbone)
+    return out / "wrc.safetensors"
+
+
+def test_upsample_writes_features_and_figures(tmp_path, real_photos, tiny_checkpoint, capsys):
+    images = [str(p) for p in real_photos[:2]]
+    code = main(["upsample", *images, "--out", str(tmp_path), "--model", str(tiny_checkpoint), "--size", "112",
+                 "--point", "10,20"])
+    assert code == 0
+    for p in real_photos[:2]:
+        feats = load_file(str(tmp_path / f"{p.stem}.safetensors"))
+        low, high = feats["low_res"], feats["features"]
+        assert low.shape[0] == high.shape[0] == 384
+        assert high.shape[1:] == (2 * low.shape[1], 2 * low.shape[2])
+        assert torch.isfinite(high).all()
+        png = (tmp_path / f"{p.stem}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert "wrote 2 of 2" in capsys.readouterr().out
+
+
+def test_upsample_rejects_missing_and_unreadable_files_but_finishes_the_rest(tmp_path, real_photos, tiny_checkpoint, capsys):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 truncated")
+    good = real_photos[0]
+    code = main(["upsample", str(tmp_path / "missing.png"), str(broken), str(good), "--out", str(tmp_path / "o"),
+                 "--model", str(tiny_checkpoint), "--size", "112", "--no-figure"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "missing.png" in captured.err and "broken.jpg" in captured.err
+    assert (tmp_path / "o" / f"{good.stem}.safetensors").is_file()
+    assert "wrote 1 of 3" in captured.out
+
+
+def test_upsample_point_outside_image_is_reported(tmp_path, real_photos, tiny_checkpoint, capsys):
+    code = main(["upsample", str(real_photos[0]), "--out", str(tmp_path), "--model", str(tiny_checkpoint),
+                 "--size", "112", "--point", "100000,5"])
+    assert code == 1
+    assert "outside the image" in capsys.readouterr().err
+
+
+def test_missing_checkpoint_is_one_clear_line(tmp_path, real_photos, capsys):
+    code = main(["upsample", str(real_photos[0]), "--out", str(tmp_path), "--model", str(tmp_path / "nope.safetensors")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nope.safetensors" in err and "Traceback" not in err
+
+
+def test_bad_point_syntax_exits_with_usage_error(tmp_path, real_photos):
+    with pytest.raises(SystemExit) as exc:
+        main(["upsample", str(real_photos[0]), "--out", str(tmp_path), "--point", "middle"])
+    assert exc.value.code == 2
+
+
+def test_info_lists_registries(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "wrc-reference" in out and "dinov2-s14-imgfocus" in out and "wrc-dinov2-s14-imgfocus" in out
+
+
+def test_train_rejects_unknown_loss_names(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--losses", "local,perceptual"]) == 2
+    assert "perceptual" in capsys.readouterr().err
