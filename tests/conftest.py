@@ -37,9 +37,10 @@ def embedded_backbone():
     return backbones.load("dinov2-s14-imgfocus")
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
-    """Tiny ops run faster on one thread on the shared 2-core machines (no OpenMP spin-waiting)."""
+    """Tests use one thread: the tensors are small, and on a busy 2-core machine OpenMP spin-waiting
+    made tiny ops take seconds with two."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

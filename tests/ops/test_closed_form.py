@@ -22,13 +22,8 @@ from wrcup.ops import converse2d, reverse_conv, weighted_reverse_conv, wrc_close
 f64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny problems: intra-op threads only add wake-up latency on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny problems: intra-op threads only add wake-up latency on the shared 2-core machines
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _problem(B, C, h, w, s, k, seed=0, dtype=f64):

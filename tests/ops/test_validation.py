@@ -6,6 +6,8 @@ import torch
 
 from wrcup.ops import converse2d, reverse_conv, weighted_reverse_conv, wrc_closed_form
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 C = 3
 
 
