@@ -72,8 +72,7 @@ def alias_mean_half(z_half: torch.Tensor, scale: int, width: int) -> torch.Tenso
     """↓avg of a Hermitian high-res spectrum given as its rfft2 half-plane → the full low-res h×w spectrum.
 
     Equals ``z_full.reshape(..., s, h, s, w).mean((-4, -2))`` for the full spectrum of a real map, without building
-    it: the row aliases are summed on the half-plane first (one pass), and the missing columns c > W//2 of the
-    row-summed h×W map are read from the Hermitian mirror conj(z[-j, W − c]) on the small low-res grid.
+    it: the row aliases are summed on the half-plane first (one pass), then :func:`fold_half_columns`.
 
     Args:
         z_half: (..., H, width//2+1) complex (or real, for a real even spectrum such as |F|²).
@@ -83,30 +82,24 @@ def alias_mean_half(z_half: torch.Tensor, scale: int, width: int) -> torch.Tenso
         (..., h, w) tensor, dtype of ``z_half``.
     """
     H, Wh = z_half.shape[-2:]
-    h, w = H // scale, width // scale
-    rows = z_half.reshape(*z_half.shape[:-2], scale, h, Wh).sum(dim=-3)  # h × (W//2+1)
+    rows = z_half.reshape(*z_half.shape[:-2], scale, H // scale, Wh).sum(dim=-3)  # h × (W//2+1)
+    return fold_half_columns(rows, scale, width)
+
+
+def fold_half_columns(rows: torch.Tensor, scale: int, width: int) -> torch.Tensor:
+    """Second half of :func:`alias_mean_half`: row-alias sums on the half-plane (..., h, W//2+1) → the mean over
+    all s² aliases, (..., h, w). The missing columns c > W//2 of the row-summed h×W map are read from the
+    Hermitian mirror conj(rows[−j, W − c]) on the small low-res grid."""
+    h, Wh = rows.shape[-2:]
+    w = width // scale
     n_tail = width - Wh  # columns W//2+1 … W−1
     if n_tail > 0:
-        flip_rows = (-torch.arange(h, device=z_half.device)) % h
+        flip_rows = (-torch.arange(h, device=rows.device)) % h
         tail = rows.index_select(-2, flip_rows)[..., 1 : n_tail + 1].flip(-1)
         if tail.is_complex():
             tail = tail.conj()
         rows = torch.cat([rows, tail], dim=-1)  # h × W, row-summed full spectrum
     return rows.reshape(*rows.shape[:-1], scale, w).sum(dim=-2) / (scale * scale)
-
-
-def even_odd_half(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Even and odd parts of a real full H×W map under k → −k, restricted to the rfft2 half-plane columns.
-
-    Returns (g_e, g_o), each (..., H, W//2+1): g_e[k] = (g[k] + g[−k]) / 2, g_o[k] = (g[k] − g[−k]) / 2.
-    """
-    H, W = g.shape[-2:]
-    Wh = W // 2 + 1
-    neg_rows = (-torch.arange(H, device=g.device)) % H
-    neg_cols = (-torch.arange(Wh, device=g.device)) % W
-    g_half = g[..., :Wh]
-    g_mirror = g.index_select(-1, neg_cols).index_select(-2, neg_rows)
-    return (g_half + g_mirror) * 0.5, (g_half - g_mirror) * 0.5
 
 
 def block_mean_real(z: torch.Tensor, scale: int) -> torch.Tensor:

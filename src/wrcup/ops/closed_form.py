@@ -11,14 +11,16 @@ the high-res grid, k a κ×κ kernel, F its spectrum after a circular roll (see 
 
   The spatial maps ω_L, D and Λ multiply spectra index-wise, so the final spectrum is not Hermitian; the formula
   is exact for constant weights only (the spec measures 18–71 % from the exact minimiser otherwise). It is
-  reproduced as is, but evaluated on rfft2 half-planes: with G = 1/Λ and r = ω_L / D split into even/odd parts
-  under k → −k (G_e, G_o, r_e, r_o), and A = ↓avg(F·R) (Hermitian),
+  reproduced as is, but evaluated on rfft2 half-planes. Write R = R_Λ + conj(F)·↑rep(Y) with R_Λ = FFT(Λ⊙x̄) and
+  Y = FFT_lo(ω_L⊙y), A = ↓avg(F·R) = ↓avg(F·R_Λ) + ↓avg|F|²·Y, r = ω_L/D and G = 1/Λ. Then
+  X̂ = G·(R_Λ − conj(F)·↑rep(u)) with u = A·r − Y, and since real(IFFT(X̂)) is the inverse FFT of the Hermitian
+  part (X̂(k) + conj(X̂(−k)))/2, while R_Λ, F, A and Y are Hermitian,
 
-      real(IFFT(X̂)) = irfft2( G_e·R − conj(F)·(G_e·↑rep(A·r_e) + G_o·↑rep(A·r_o)) )
+      real(IFFT(X̂)) = irfft2( ½·[ G(k)·(R_Λ − conj(F)·↑rep(u)) + G(−k)·(R_Λ − conj(F)·↑rep(v)) ] ),
+      v = A·r(−j) − Y.
 
-  because real(IFFT(Z)) is the inverse FFT of the Hermitian part of Z, and an even (odd) real map times a
-  Hermitian spectrum has a Hermitian (anti-Hermitian) product. Cost: one rfft2/irfft2 pair of the high-res map,
-  low-res FFTs, and a few element-wise passes.
+  Cost: one rfft2/irfft2 pair of the high-res map, low-res FFTs and about ten element-wise passes; the backward
+  is hand-written (:class:`_WRCSolve`) and checked against autograd through the plain transcription.
 
 Shapes: y B×C×h×w; kernel C×κ×κ (or 1×C×κ×κ); lam broadcastable to B×C×1×1; ω_L B×C×h×w; ω_H and x̄ B×C×H×W.
 Outputs B×C×H×W (uncropped). float32/float64 are computed as is; float16/bfloat16 in float32 and cast back.
@@ -31,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_choice, check_positive_int, check_tensor
-from ._spectral import alias_mean_half, block_mean_real, even_odd_half, kernel_spectrum, rep_mul
+from ._spectral import alias_mean_half, block_mean_real, fold_half_columns, kernel_spectrum, rep_mul
 
 __all__ = ["reverse_conv", "wrc_closed_form", "MODES_CLOSED_FORM", "kernel_shift", "bilinear_prior"]
 
@@ -244,18 +246,38 @@ def _flip(z: torch.Tensor) -> torch.Tensor:
     return torch.roll(torch.flip(z, dims=(-2, -1)), shifts=(1, 1), dims=(-2, -1))
 
 
-def _rows_mul(z_half: torch.Tensor, q_cols: torch.Tensor, s: int) -> torch.Tensor:
-    """z_half (…, s·h, Wh) times q_cols (…, h, Wh) repeated over the s row blocks (broadcast, not tiled)."""
-    H, Wh = z_half.shape[-2:]
+def _mirror_index(H: int, W: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices (H×1, 1×Wh) of −k for the half-plane frequencies k of an H×W grid."""
+    Wh = W // 2 + 1
+    rows = (-torch.arange(H, device=device)) % H
+    cols = (-torch.arange(Wh, device=device)) % W
+    return rows[:, None], cols[None, :]
+
+
+def _block_dot(Fk: torch.Tensor, Z: torch.Tensor, s: int) -> torch.Tensor:
+    """Σ over the s row blocks of F·Z: F (C×s·h×Wh), Z (B×C×s·h×Wh) → B×C×h×Wh, one pass over Z."""
+    h = Z.shape[-2] // s
+    F5 = Fk.reshape(*Fk.shape[:-2], s, h, Fk.shape[-1])
+    Z5 = Z.reshape(*Z.shape[:-2], s, h, Z.shape[-1])
+    acc = F5[..., 0, :, :] * Z5[..., 0, :, :]
+    for block in range(1, s):
+        acc.addcmul_(F5[..., block, :, :], Z5[..., block, :, :])
+    return acc
+
+
+def _sub_rep(R: torch.Tensor, Fc: torch.Tensor, q_cols: torch.Tensor, s: int) -> torch.Tensor:
+    """R − Fc·↑rep(q) in one pass: R (B×C×s·h×Wh), Fc (C×s·h×Wh), q_cols (B×C×h×Wh, low-res by column)."""
+    H, Wh = R.shape[-2:]
     h = H // s
-    lead = torch.broadcast_shapes(z_half.shape[:-2], q_cols.shape[:-2])
-    return (z_half.reshape(*z_half.shape[:-2], s, h, Wh) * q_cols.unsqueeze(-3)).reshape(*lead, H, Wh)
+    out = torch.addcmul(
+        R.reshape(*R.shape[:-2], s, h, Wh), Fc.reshape(*Fc.shape[:-2], s, h, Wh), q_cols.unsqueeze(-3), value=-1
+    )
+    return out.reshape(R.shape)
 
 
-def _rep_adjoint(x_half: torch.Tensor, s: int, w: int) -> torch.Tensor:
-    """Adjoint of q ↦ ↑rep(q) restricted to the half-plane: sum the s row blocks, fold columns k ↦ k mod w."""
-    H, Wh = x_half.shape[-2:]
-    rows = x_half.reshape(*x_half.shape[:-2], s, H // s, Wh).sum(dim=-3)
+def _fold_cols_adjoint(rows: torch.Tensor, w: int) -> torch.Tensor:
+    """Adjoint of q ↦ q[..., k mod w] for the half-plane columns k = 0 … Wh−1: (…, h, Wh) → (…, h, w)."""
+    Wh = rows.shape[-1]
     if Wh == w:
         return rows
     out = rows.new_zeros(*rows.shape[:-1], w)
@@ -268,20 +290,29 @@ def _interior_cols(W: int) -> slice:
 
 
 class _WRCSolve(torch.autograd.Function):
-    """Batched WRC closed form on rfft2 half-planes (module docstring), with its vector-Jacobian product.
+    """Batched WRC closed form on rfft2 half-planes, with a hand-written vector-Jacobian product.
+
+    With R = R_Λ + conj(F)·↑rep(Y) (R_Λ = FFT(Λ⊙x̄), Y = FFT_lo(ω_L⊙y)), A = ↓avg(F·R), r = ω_L/D and G = 1/Λ,
+    the spec's spectrum is X̂ = G·(R_Λ − conj(F)·↑rep(u)) with u = A·r − Y. Its Hermitian part, whose inverse
+    FFT is real(IFFT(X̂)), is
+
+        ½ [ G(k)·(R_Λ − conj(F)·↑rep(u)) + G(−k)·(R_Λ − conj(F)·↑rep(v)) ],   v = A·r(−j) − Y,
+
+    because R_Λ, F, A and Y are Hermitian: conj(X̂(−k)) = G(−k)·(R_Λ(k) − conj(F(k))·↑rep(v)(k)).
 
     Inputs: y, ω_L (B×C×h×w), Λ, x̄ (B×C×H×W), F (C×H×Wh complex), P = ↓avg|F|² (C×h×w), s, safeguards.
-    The backward retraces the forward in reverse; only R = FFT(Λ⊙x̄) is kept at high resolution (plus inputs),
-    G = 1/Λ and the tiled low-res factors are recomputed.
+    Only R_Λ is kept at high resolution for the backward (plus the inputs); the rest is recomputed.
     """
 
     @staticmethod
     def forward(ctx, y, w_low, lam_total, prior, Fk, P, s, safeguards):
         h, w = y.shape[-2:]
         H, W = s * h, s * w
-        Y = torch.fft.fft2(w_low * y)  # FFT(Sᵀ(ω_L y)) = ↑rep(Y)
-        R = torch.fft.rfft2(lam_total * prior)  # R_Λ; the full R is R_Λ + conj(F)·↑rep(Y)
-        A = alias_mean_half(Fk * R, s, W).add_(P * Y)  # ↓avg(F·R), Hermitian
+        Wh = W // 2 + 1
+        cols = torch.arange(Wh, device=y.device) % w
+        Y = torch.fft.fft2(w_low * y)
+        R = torch.fft.rfft2(lam_total * prior)
+        A = fold_half_columns(_block_dot(Fk, R, s), s, W).add_(P * Y)  # ↓avg(F·R)
 
         D = block_mean_real(lam_total, s).add_(w_low * P)  # ω_L·↓avg|F|² + ↓avg(ω_H) + λ
         keep = None
@@ -289,25 +320,26 @@ class _WRCSolve(torch.autograd.Function):
             keep = D >= _SAFE_MIN_DENOMINATOR
             D = D.clamp_min_(_SAFE_MIN_DENOMINATOR)
         r = w_low / D
-        r_flip = _flip(r)
-        r_even, r_odd = (r + r_flip).mul_(0.5), (r - r_flip).mul_(0.5)
-        # Hermitian part of (R − conj(F)·↑rep(A·r)) / Λ with ↑rep(Y) folded into the low-res factor:
-        # G_e·R_Λ − conj(F)·(G_e·↑rep(A·r_e − Y) + G_o·↑rep(A·r_o)).
-        q_even = (A * r_even).sub_(Y)
-        q_odd = A * r_odd
-        G_e, G_o = even_odd_half(lam_total.reciprocal())
-        T = rep_mul(G_e, q_even, s, W).add_(rep_mul(G_o, q_odd, s, W))
-        Z = (G_e * R).sub_(Fk.conj() * T)
+        u = (A * r).sub_(Y)
+        v = (A * _flip(r)).sub_(Y)
+
+        G = lam_total.reciprocal().mul_(0.5)
+        rows_m, cols_m = _mirror_index(H, W, y.device)
+        Fc = Fk.conj().resolve_conj()
+        Z = _sub_rep(R, Fc, u.index_select(-1, cols), s).mul_(G[..., :Wh])
+        Z.addcmul_(_sub_rep(R, Fc, v.index_select(-1, cols), s), G[..., rows_m, cols_m])
+        del G, Fc  # high-res temporaries: free them before the inverse FFT's own buffers
         out = torch.fft.irfft2(Z, s=(H, W))
+        del Z
 
         ctx.s, ctx.keep = s, keep
-        ctx.save_for_backward(y, w_low, lam_total, prior, Fk, P, R, Y, A, D, r, r_even, r_odd, q_even, q_odd)
+        ctx.save_for_backward(y, w_low, lam_total, prior, Fk, P, R, Y, A, D, r, u, v)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_out):
-        y, w_low, lam_total, prior, Fk, P, R, Y, A, D, r, r_even, r_odd, q_even, q_odd = ctx.saved_tensors
+        y, w_low, lam_total, prior, Fk, P, R, Y, A, D, r, u, v = ctx.saved_tensors
         s = ctx.s
         h, w = y.shape[-2:]
         H, W = s * h, s * w
@@ -315,44 +347,44 @@ class _WRCSolve(torch.autograd.Function):
         batch_dims = tuple(range(g_out.ndim - 3))  # F and P have no batch axis
         interior = _interior_cols(W)
         cols = torch.arange(Wh, device=y.device) % w
+        rows_m, cols_m = _mirror_index(H, W, y.device)
 
         # out = irfft2(Z): Z ↦ Re Σ_half c·Z·e^{iθ}/(HW), c = 2 on interior columns, 1 on the self-mirrored ones
         col_weight = torch.full((Wh,), 1.0 / (H * W), dtype=g_out.dtype, device=g_out.device)
         col_weight[interior] *= 2
         gZ = torch.fft.rfft2(g_out).mul_(col_weight)
-        G = lam_total.reciprocal()
-        G_e, G_o = even_odd_half(G)
-        qe_cols, qo_cols = q_even.index_select(-1, cols), q_odd.index_select(-1, cols)
 
-        # Z = G_e·R_Λ − conj(F)·T,  T = G_e·↑q_e + G_o·↑q_o;  gT = −gZ·F is kept as its negative gTn
-        T = _rows_mul(G_e, qe_cols, s).add_(_rows_mul(G_o, qo_cols, s))
-        gFk = T.mul_(gZ.conj()).sum(dim=batch_dims).neg_()
-        del T
-        gTn = gZ * Fk
-        g_Ge = (gZ * R.conj()).real.sub_(_rows_mul(gTn, qe_cols.conj(), s).real)
-        g_Go = _rows_mul(gTn, qo_cols.conj(), s).real.neg_()
-        gR = gZ.mul_(G_e)
+        # Z = G_h·X1 + G_m·X2 (G = ½/Λ),  X1 = R_Λ − conj(F)·↑u,  X2 = R_Λ − conj(F)·↑v
+        G = lam_total.reciprocal().mul_(0.5)
+        Fc = Fk.conj().resolve_conj()
+        u_cols, v_cols = u.index_select(-1, cols), v.index_select(-1, cols)
+        g_Gh = (_sub_rep(R, Fc, u_cols, s).conj_physical_().mul_(gZ)).real
+        g_Gm = (_sub_rep(R, Fc, v_cols, s).conj_physical_().mul_(gZ)).real
+        gX1 = gZ * G[..., :Wh]
+        gX2 = gZ.mul_(G[..., rows_m, cols_m])
         del gZ
-        g_qo = _rep_adjoint(gTn * G_o, s, w).neg_()
-        g_qe = _rep_adjoint(gTn.mul_(G_e), s, w).neg_()
-        del gTn, G_e, G_o
+        gR = gX1 + gX2
+        # d(conj F) terms: gF = −Σ_batch conj(gX1)·↑u + conj(gX2)·↑v;  gu = −↑ᵀ(F·gX1), gv = −↑ᵀ(F·gX2)
+        t = _rows_mul(gX1.conj(), u_cols, s).add_(_rows_mul(gX2.conj(), v_cols, s))
+        gFk = t.sum(dim=batch_dims).neg_() if batch_dims else t.neg_()
+        del t
+        gu = _fold_cols_adjoint(_block_dot(Fk, gX1, s), w).neg_()
+        gv = _fold_cols_adjoint(_block_dot(Fk, gX2, s), w).neg_()
+        del gX1, gX2
 
-        # (G_e, G_o) = even/odd parts of G = 1/Λ on the half-plane
-        neg_rows = (-torch.arange(H, device=y.device)) % H
-        neg_cols = (-torch.arange(Wh, device=y.device)) % W
+        # G = ½/Λ read at k (first Wh columns) and at −k
         gG = torch.zeros_like(G)
-        gG[..., :Wh] = (g_Ge + g_Go).mul_(0.5)
-        gG.index_add_(-1, neg_cols, (g_Ge - g_Go).mul_(0.5).index_select(-2, neg_rows))
-        del g_Ge, g_Go
-        gLam = gG.mul_(G).mul_(G).neg_()  # d(1/Λ) = −dΛ/Λ²
+        gG[..., :Wh] = g_Gh
+        gG[..., rows_m, cols_m] += g_Gm
+        del g_Gh, g_Gm
+        gLam = gG.mul_(G).mul_(G).mul_(-2.0)  # d(½/Λ) = −2·G²·dΛ
         del G
 
-        # q_e = A·r_e − Y,  q_o = A·r_o
-        gA = g_qe * r_even + g_qo * r_odd
-        g_re = (g_qe * A.conj()).real
-        g_ro = (g_qo * A.conj()).real
-        gY = -g_qe
-        g_r = (g_re + g_ro).mul_(0.5).add_(_flip(g_re - g_ro).mul_(0.5))
+        # u = A·r − Y,  v = A·r(−j) − Y
+        r_flip = _flip(r)
+        gA = gu * r + gv * r_flip
+        g_r = (gu * A.conj()).real + _flip((gv * A.conj()).real)
+        gY = -(gu + gv)
         # r = ω_L / D,  D = ω_L·P + ↓avg(Λ)
         g_wlow = g_r / D
         gD = -(g_r * r / D)
@@ -369,15 +401,23 @@ class _WRCSolve(torch.autograd.Function):
         gM_cols[..., interior] += _flip(gA).conj().index_select(-1, cols)[..., interior]
         gM_cols /= s * s
         gFk += _rows_mul(R.conj(), gM_cols, s).sum(dim=batch_dims)
-        gR += _rows_mul(Fk.conj(), gM_cols, s)
+        gR += _rows_mul(Fc, gM_cols, s)
 
         # R_Λ = rfft2(Λ·x̄): adjoint is irfft2 (unnormalised) with interior columns halved
-        gv = torch.fft.irfft2(gR.mul_(col_weight.reciprocal_().mul_(1.0 / (H * W))), s=(H, W), norm="forward")
+        gv_map = torch.fft.irfft2(gR.mul_(col_weight.reciprocal_().mul_(1.0 / (H * W))), s=(H, W), norm="forward")
         del gR
-        gLam += gv * prior
-        g_prior = gv.mul_(lam_total)
+        gLam += gv_map * prior
+        g_prior = gv_map.mul_(lam_total)
         # Y = FFT_lo(ω_L·y)
-        gu = torch.fft.ifft2(gY, norm="forward").real
-        g_wlow += gu * y
-        g_y = gu.mul_(w_low)
+        gu_map = torch.fft.ifft2(gY, norm="forward").real
+        g_wlow += gu_map * y
+        g_y = gu_map.mul_(w_low)
         return g_y, g_wlow, gLam, g_prior, gFk, gP, None, None
+
+
+def _rows_mul(z_half: torch.Tensor, q_cols: torch.Tensor, s: int) -> torch.Tensor:
+    """z_half (…, s·h, Wh) times q_cols (…, h, Wh) repeated over the s row blocks (broadcast, not tiled)."""
+    H, Wh = z_half.shape[-2:]
+    h = H // s
+    lead = torch.broadcast_shapes(z_half.shape[:-2], q_cols.shape[:-2])
+    return (z_half.reshape(*z_half.shape[:-2], s, h, Wh) * q_cols.unsqueeze(-3)).reshape(*lead, H, Wh)
