@@ -106,7 +106,9 @@ def _add_train(sub) -> None:
     p.add_argument("--schedule", choices=("cosine", "constant"), default=d.schedule)
     p.add_argument("--high-res", type=int, default=d.high_res)
     p.add_argument("--crops", type=int, default=d.crops)
-    p.add_argument("--losses", default="local,global,consistency", help="comma-separated subset of local,global,consistency")
+    p.add_argument("--losses", default="local,global,consistency",
+                   help="comma-separated subset of local,global,consistency,full (spec §4: the first three; "
+                        "full = against the backbone features of the whole high-res view)")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--cache-targets", default=None, help="folder caching backbone targets for fixed crops (fast on CPU)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)

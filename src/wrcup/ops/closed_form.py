@@ -65,7 +65,7 @@ def no_autocast(device: torch.device):
     """Context disabling autocast on ``device`` (the FFT algebra needs full precision)."""
     try:
         return torch.autocast(device_type=device.type, enabled=False)
-    except RuntimeError:  # device type without autocast support
+    except (RuntimeError, ValueError):  # device type without autocast support
         return contextlib.nullcontext()
 
 

@@ -9,12 +9,12 @@ float64 input and vice versa.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from .._checks import check_choice, check_finite, check_positive_int, check_tensor
-import math
-
 from .closed_form import _kernel3d, _reverse_conv, bilinear_prior, compute_dtype, kernel_shift, no_autocast, wrc_solve
 
 __all__ = ["weighted_reverse_conv", "converse2d", "LAYER_MODES", "PADDING_MODES"]

@@ -32,7 +32,7 @@ from .checkpoint import load_checkpoint, load_train_state, save_checkpoint
 from .augment import random_aligned_crops
 from .views import crop_images, downsample, square_view
 
-LOSS_NAMES = ("local", "global", "consistency")
+LOSS_NAMES = ("local", "global", "consistency", "full")
 
 
 @dataclass
@@ -55,7 +55,9 @@ class TrainConfig:
     high_res: int = 448
     crops: int = 4
     crop_align: int = 28
-    loss_weights: dict = field(default_factory=lambda: {"local": 1.0, "global": 1.0, "consistency": 1.0})
+    # spec §4 sums local + global + consistency with weight 1; "full" (off by default) compares the prediction
+    # with the backbone's features of the whole high-res view
+    loss_weights: dict = field(default_factory=lambda: {"local": 1.0, "global": 1.0, "consistency": 1.0, "full": 0.0})
     augment: bool = True
     cache_targets: str | None = None
     checkpoint_every: int = 500
@@ -151,6 +153,7 @@ class TargetSource:
             raise ValueError(f"high_res/2={self.low_res} and crop_align={cfg.crop_align} must be multiples of "
                              f"the backbone patch size {backbone.patch_size}")
         self.cache_dir = Path(cfg.cache_targets) if cfg.cache_targets else None
+        self.need_full = float(cfg.loss_weights.get("full", 0.0)) != 0.0
 
     def _views(self, idx: list[int], gens: list[torch.Generator]):
         high = torch.stack([square_view(self.images.load(i), self.cfg.high_res) for i in idx]).to(self.device)
@@ -163,7 +166,8 @@ class TargetSource:
         if self.cfg.crops:
             crop_t = self.backbone(crop_images(high, boxes, self.low_res)).clone()
             crop_t = crop_t.reshape(len(idx), self.cfg.crops, *crop_t.shape[1:])
-        return low, z_low, crop_t, boxes
+        z_high = self.backbone(high).clone() if self.need_full else None
+        return low, z_low, crop_t, boxes, z_high
 
     def _cache_file(self, i: int) -> Path:
         path = Path(self.images.paths[i])
@@ -172,27 +176,37 @@ class TargetSource:
               f"{self.cfg.crops}|{self.cfg.crop_align}|{self.cfg.seed}"
         return self.cache_dir / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".safetensors")
 
+    def _full_file(self, i: int) -> Path:
+        return self._cache_file(i).with_suffix(".full.safetensors")
+
     def fill_cache(self, indices: list[int], show_progress: bool) -> None:
         from safetensors.torch import save_file
 
         todo = [i for i in indices if not self._cache_file(i).exists()]
         for i in tqdm(todo, desc="caching backbone targets", disable=not show_progress or not todo, unit="img"):
-            low, z_low, crop_t, boxes = self._views([i], [_step_generator(self.cfg.seed, i, stream=11)])
+            low, z_low, crop_t, boxes, _ = self._views([i], [_step_generator(self.cfg.seed, i, stream=11)])
             tensors = {"low": (low[0] * 255).round().to(torch.uint8).cpu(), "z_low": z_low[0].half().cpu().contiguous(),
                        "boxes": boxes[0].cpu()}
             if crop_t is not None:
                 tensors["crops"] = crop_t[0].half().cpu().contiguous()
             with atomic_path(self._cache_file(i)) as tmp:
                 save_file(tensors, str(tmp))
+        # full-view targets live in a file of their own, so adding the "full" loss reuses the crop cache
+        todo = [i for i in indices if self.need_full and not self._full_file(i).exists()]
+        for i in tqdm(todo, desc="caching full-view targets", disable=not show_progress or not todo, unit="img"):
+            high = square_view(self.images.load(i), self.cfg.high_res)[None].to(self.device)
+            with atomic_path(self._full_file(i)) as tmp:
+                save_file({"z_high": self.backbone(high)[0].half().cpu().contiguous()}, str(tmp))
 
     def batch(self, idx: list[int], step: int, offset: int = 0):
-        """→ low B×3×S×S [0,1], z_low B×C×h×w, crop targets B×n×C×h×w (or None), boxes B×n×2 in high-res tokens.
+        """→ low B×3×S×S [0,1], z_low B×C×h×w, crop targets B×n×C×h×w (or None), boxes B×n×2 in high-res
+        tokens, full-view targets B×C×2h×2w (or None).
 
         ``offset`` is the position of ``idx[0]`` in the step's global batch (it seeds the crops).
         """
         if self.cache_dir is None:
             gens = [_step_generator(self.cfg.seed, step, stream=100 + offset + j) for j in range(len(idx))]
-            low, z_low, crop_t, boxes = self._views(idx, gens)
+            low, z_low, crop_t, boxes, z_high = self._views(idx, gens)
         else:
             from safetensors.torch import load_file
 
@@ -201,7 +215,9 @@ class TargetSource:
             z_low = torch.stack([d["z_low"] for d in items]).float().to(self.device)
             boxes = torch.stack([d["boxes"] for d in items])
             crop_t = torch.stack([d["crops"] for d in items]).float().to(self.device) if self.cfg.crops else None
-        return low, z_low, crop_t, boxes // self.patch
+            z_high = torch.stack([load_file(str(self._full_file(i)))["z_high"] for i in idx]).float().to(
+                self.device) if self.need_full else None
+        return low, z_low, crop_t, boxes // self.patch, z_high
 
 
 def _git_revision() -> str | None:
@@ -289,7 +305,7 @@ def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, st
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         if not resume or not log_path.exists():
-            log_path.write_text("step,loss,local,global,consistency,lr,images_per_s,elapsed_s\n")
+            log_path.write_text(",".join(["step", "loss", *LOSS_NAMES, "lr", "images_per_s", "elapsed_s"]) + "\n")
     weights = {k: float(cfg.loss_weights.get(k, 0.0)) for k in LOSS_NAMES}
     use_amp = device.type == "cuda"
     recent: list[torch.Tensor] = []
@@ -297,7 +313,7 @@ def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, st
     def save(final: bool) -> None:
         if not is_main:
             return
-        last = torch.stack(recent[-50:]).mean(0).tolist() if recent else [float("nan")] * 4
+        last = torch.stack(recent[-50:]).mean(0).tolist() if recent else [float("nan")] * (1 + len(LOSS_NAMES))
         meta = {
             "backbone": cfg.backbone, "dim": backbone.dim, "patch_size": backbone.patch_size,
             "operator": cfg.operator, "residual": cfg.residual, "steps": step, "finished": final,
@@ -321,10 +337,10 @@ def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, st
         first = ddp.rank * micro * cfg.grad_accum  # this rank's share of the global batch
         idx = idx[first:first + micro * cfg.grad_accum]
         optimizer.zero_grad(set_to_none=True)
-        parts = torch.zeros(3, device=device)
+        parts = torch.zeros(len(LOSS_NAMES), device=device)
         for a in range(cfg.grad_accum):
             sub = idx[a * micro:(a + 1) * micro]
-            low, z_low, crop_t, boxes = targets.batch(sub, step, offset=first + a * micro)
+            low, z_low, crop_t, boxes, z_high = targets.batch(sub, step, offset=first + a * micro)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 pred = ddp_model((low - mean) / std, z_low)
                 terms = {}
@@ -332,6 +348,8 @@ def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, st
                     terms["local"] = losses.local_crop_loss(pred.float(), crop_t, boxes)
                 if weights["global"]:
                     terms["global"] = losses.global_loss(pred.float(), z_low)
+                if weights["full"]:
+                    terms["full"] = losses.cosine_minmax_loss(pred.float(), z_high)
                 if weights["consistency"]:
                     g = _step_generator(cfg.seed, step, stream=200 + (first + a * micro) // micro)
                     aug = photometric_augment(low, g) if cfg.augment else low
