@@ -49,7 +49,7 @@ def test_losses_fall_on_real_photos(tmp_path, pool, embedded_backbone, one_threa
     meta = read_metadata(tmp_path / "wrc.safetensors")
     assert meta["steps"] == 24 and meta["operator"] == "wrc-reference" and meta["residual"] is True
     assert meta["data"]["num_images"] == 4 and meta["data"]["skipped_unreadable"] == 1
-    assert set(meta["final_losses"]) == {"total", "local", "global", "consistency"}
+    assert set(meta["final_losses"]) == {"total", "local", "global", "consistency", "full"}
     assert summary["steps"] == 24
 
 
@@ -68,6 +68,29 @@ def test_resume_equals_straight_run(tmp_path, pool, embedded_backbone, one_threa
         assert torch.equal(a[k], b[k]), k
     logs = [(tmp_path / d / "log.csv").read_text().splitlines() for d in ("straight", "split")]
     assert [r.split(",")[:5] for r in logs[0]] == [r.split(",")[:5] for r in logs[1]]
+
+
+class _NoBackbone(torch.nn.Module):
+    """Stands in for the backbone once every target is cached: any call fails the test."""
+
+    def __init__(self, real):
+        super().__init__()
+        self.patch_size, self.dim, self.mean, self.std = real.patch_size, real.dim, real.mean, real.std
+
+    def forward(self, images):
+        raise AssertionError("the backbone ran although its targets were cached")
+
+
+def test_cached_targets_with_full_view_loss(tmp_path, pool, embedded_backbone):
+    common = dict(data=["unused"], operator="wrc-reference", residual=True, steps=3, cache_targets=str(tmp_path / "cache"),
+                  loss_weights={"local": 1.0, "global": 0.0, "consistency": 1.0, "full": 1.0}, **SMALL)
+    first = train(TrainConfig(out=str(tmp_path / "a"), **common), images=pool, backbone=embedded_backbone)
+    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len([n for n in cached if n.endswith(".full.safetensors")]) == len(pool)
+    assert len(cached) == 2 * len(pool)
+    second = train(TrainConfig(out=str(tmp_path / "b"), **common), images=pool, backbone=_NoBackbone(embedded_backbone))
+    assert first["param_checksum"] == second["param_checksum"]
+    assert second["final_losses"]["full"] > 0 and second["final_losses"]["global"] == 0
 
 
 def test_resume_rejects_a_changed_config(tmp_path, pool, embedded_backbone, one_thread):
