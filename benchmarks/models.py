@@ -69,7 +69,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from wrcup import backbones
-    from wrcup.models import build_upsampler
+    from wrcup.models import build_upsampler, fold_batchnorm
 
     sizes = [56] if args.quick else [224, 448]
     repeats = 1 if args.quick else args.repeats
@@ -83,11 +83,13 @@ def main() -> None:
             norm = (image - torch.tensor(backbone.mean).view(1, 3, 1, 1)) / torch.tensor(backbone.std).view(1, 3, 1, 1)
             rows.append({"size": size, "model": "backbone (dinov2-s14-imgfocus)",
                          "ms": median_ms(lambda: backbone(image), repeats)})
-            for op in operators + ["wrc-transcription"]:
-                net = build_upsampler("wrc-reference" if op == "wrc-transcription" else op, backbone.dim,
-                                      backbone.patch_size).eval()
+            for op in operators + ["wrc-reference+folded-bn", "wrc-transcription"]:
+                base = op.split("+")[0] if "+" in op else ("wrc-reference" if op == "wrc-transcription" else op)
+                net = build_upsampler(base, backbone.dim, backbone.patch_size).eval()
                 if op == "wrc-transcription":
                     net.operator = TranscribedWRC(net.operator)
+                if op.endswith("+folded-bn"):  # what wrcup.load serves
+                    net = fold_batchnorm(net)
                 rows.append({"size": size, "model": f"upsampler[{op}]", "ms": median_ms(lambda: net(norm, feats), repeats)})
     result = {"machine": cpu_name(), "threads": args.threads, "date": str(date.today()), "torch": torch.__version__,
               "repeats": repeats, "rows": rows}

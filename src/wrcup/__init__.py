@@ -7,11 +7,11 @@
 __version__ = "0.1.0"
 
 
-def load(name_or_path="wrc-dinov2-s14-imgfocus", device=None, backbone_weights=None):
+def load(name_or_path="wrc-dinov2-s14-imgfocus", device=None, backbone_weights=None, fold_bn=True):
     """Load a trained upsampler with its frozen backbone; see :func:`wrcup.models.bundle.load`."""
     from .models.bundle import load as _load
 
-    return _load(name_or_path, device=device, backbone_weights=backbone_weights)
+    return _load(name_or_path, device=device, backbone_weights=backbone_weights, fold_bn=fold_bn)
 
 
 __all__ = ["load", "__version__"]

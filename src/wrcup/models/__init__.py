@@ -1,4 +1,5 @@
 """wrcup.models: the upsampler networks (:mod:`wrcup.models.upsampler`) and the backbone + upsampler bundle."""
+from .fuse import fold_batchnorm
 from .upsampler import (
     BilinearUpsampler,
     Bottleneck,
@@ -16,5 +17,6 @@ __all__ = [
     "StackedUpsampler",
     "WRCUpsampler",
     "build_upsampler",
+    "fold_batchnorm",
     "upsample",
 ]

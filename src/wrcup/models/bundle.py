@@ -70,7 +70,7 @@ def checkpoint_path(name_or_path: str | Path) -> Path:
 
 
 def load(name_or_path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.device | None = None,
-         backbone_weights: str | Path | None = None) -> UpsampledBackbone:
+         backbone_weights: str | Path | None = None, fold_bn: bool = True) -> UpsampledBackbone:
     """Load a trained upsampler and its frozen backbone.
 
     Args:
@@ -97,5 +97,9 @@ def load(name_or_path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devi
                          f"missing keys {missing[:5]}{'…' if len(missing) > 5 else ''}, "
                          f"unexpected keys {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
     upsampler.eval().requires_grad_(False)
+    if fold_bn:
+        from .fuse import fold_batchnorm
+
+        upsampler = fold_batchnorm(upsampler)
     model = UpsampledBackbone(backbone, upsampler, meta)
     return model.to(device) if device is not None else model

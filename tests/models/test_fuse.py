@@ -1,0 +1,27 @@
+"""BatchNorm folding keeps the network's outputs and removes every BatchNorm."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from wrcup.models import build_upsampler, fold_batchnorm
+
+
+@pytest.mark.parametrize("operator", ["wrc-reference", "transposed"])
+def test_folded_network_gives_the_same_features(operator):
+    torch.manual_seed(0)
+    net = build_upsampler(operator, 32, 14, residual=True)
+    for m in net.modules():  # non-trivial statistics and affine parameters, as after training
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    net = net.double().eval()  # fold in float64 so the comparison is not limited by float32 rounding
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+    image, feats = torch.randn(2, 3, 56, 84, dtype=torch.float64), torch.randn(2, 32, 4, 6, dtype=torch.float64)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(image, feats), net(image, feats), rtol=1e-10, atol=1e-10)
