@@ -90,9 +90,12 @@ def save_comparison_figure(
         ("similarity, low-res", sims[0].numpy(), "viridis"),
         ("similarity, upsampled", sims[1].numpy(), "viridis"),
     ]
+    # one colour scale for both similarity maps, from their common minimum to 1 (cosines are mostly positive)
+    sim_min = float(min(s.min() for s in sims))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
     for ax, (name, data, cmap) in zip(axes, panels):
-        ax.imshow(data, cmap=cmap, extent=(0, W, H, 0), interpolation="nearest", vmin=-1 if cmap else None, vmax=1 if cmap else None)
+        ax.imshow(data, cmap=cmap, extent=(0, W, H, 0), interpolation="nearest",
+                  vmin=sim_min if cmap else None, vmax=1 if cmap else None)
         ax.plot([point_xy[0]], [point_xy[1]], marker="+", color="red", markersize=12, mew=2)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
