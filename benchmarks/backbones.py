@@ -17,19 +17,11 @@ import statistics
 import time
 from pathlib import Path
 
+from _common import cpu_model  # noqa: E402
+
 import torch
 
 SPEC_MS = {224: 99.0, 448: 515.0}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def time_forward(backbone, size: int, repeats: int) -> list[float]:

@@ -10,29 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import sys
-import time
 from datetime import date
 from pathlib import Path
+
+from _common import cpu_model, median_ms  # noqa: E402
 
 import torch
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "ops"))
-
-
-def median_ms(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 class TranscribedWRC(nn.Module):
@@ -48,16 +36,6 @@ class TranscribedWRC(nn.Module):
         w = self.wrc
         return spec_layer(x, w.weight, w.bias.flatten(), w.w_conv_low.weight, w.w_conv_high.weight,
                           s=w.scale, p=w.padding, shift="reference")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -82,7 +60,7 @@ def main() -> None:
             feats = backbone(image)
             norm = (image - torch.tensor(backbone.mean).view(1, 3, 1, 1)) / torch.tensor(backbone.std).view(1, 3, 1, 1)
             rows.append({"size": size, "model": "backbone (dinov2-s14-imgfocus)",
-                         "ms": median_ms(lambda: backbone(image), repeats)})
+                         "ms": median_ms(lambda: backbone(image), repeats, warmup=2)})
             for op in operators + ["wrc-reference+folded-bn", "wrc-transcription"]:
                 base = op.split("+")[0] if "+" in op else ("wrc-reference" if op == "wrc-transcription" else op)
                 net = build_upsampler(base, backbone.dim, backbone.patch_size).eval()
@@ -90,8 +68,8 @@ def main() -> None:
                     net.operator = TranscribedWRC(net.operator)
                 if op.endswith("+folded-bn"):  # what wrcup.load serves
                     net = fold_batchnorm(net)
-                rows.append({"size": size, "model": f"upsampler[{op}]", "ms": median_ms(lambda: net(norm, feats), repeats)})
-    result = {"machine": cpu_name(), "threads": args.threads, "date": str(date.today()), "torch": torch.__version__,
+                rows.append({"size": size, "model": f"upsampler[{op}]", "ms": median_ms(lambda: net(norm, feats), repeats, warmup=2)})
+    result = {"machine": cpu_model(), "threads": args.threads, "date": str(date.today()), "torch": torch.__version__,
               "repeats": repeats, "rows": rows}
     if not args.quick:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

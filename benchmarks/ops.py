@@ -21,11 +21,11 @@ import datetime as _dt
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from _common import cpu_model, median_ms  # noqa: E402  (benchmarks/ is the script's folder)
 
 # Sleeping rather than spinning OpenMP workers: on a shared, oversubscribed machine the default (spinning)
 # made every parallel region wait for a scheduler slice, measured 10× slower at 2 threads. Must precede torch.
@@ -53,27 +53,6 @@ def exact_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def median_ms(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def operator_fns(name: str, size, seed: int = 0):

@@ -5,7 +5,6 @@ torch.linalg.solve), independently of the FFT code under test.
 """
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch

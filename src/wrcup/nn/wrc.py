@@ -68,11 +68,6 @@ class WRC(UpsampleOperator):
         super().__init__()
         _check_geometry(channels, kernel_size, scale, padding, padding_mode, eps)
         check_choice(mode, "mode", LAYER_MODES)
-        if mode == "exact":
-            try:
-                from ..ops import exact  # noqa: F401
-            except ImportError as err:  # pragma: no cover - exact.py ships with the package
-                raise ImportError("mode='exact' needs wrcup.ops.exact, which could not be imported") from err
         self.channels, self.scale, self.kernel_size = channels, scale, kernel_size
         self.padding, self.padding_mode, self.eps = padding, padding_mode, float(eps)
         self.mode, self.safeguards, self.tol, self.max_iter = mode, bool(safeguards), tol, max_iter

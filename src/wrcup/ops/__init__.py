@@ -4,16 +4,11 @@
 * :func:`wrc_closed_form` — the WRC authors' closed form with given weight maps ("reference" / "aligned").
 * :func:`weighted_reverse_conv` — the whole WRC layer (pad → weights → solve → crop).
 * :func:`converse2d` — the whole Converse2D layer.
-* :func:`wrc_exact_solve` — the exact minimiser of the weighted objective (``wrcup.ops.exact``), when present.
+* :func:`wrc_exact_solve` — the exact minimiser of the weighted objective (``wrcup.ops.exact``).
 """
 from .closed_form import reverse_conv, wrc_closed_form
+from .exact import wrc_exact_solve
 from .layer import converse2d, weighted_reverse_conv
 
-__all__ = ["reverse_conv", "wrc_closed_form", "weighted_reverse_conv", "converse2d"]
+__all__ = ["reverse_conv", "wrc_closed_form", "weighted_reverse_conv", "converse2d", "wrc_exact_solve"]
 
-try:  # provided by wrcup/ops/exact.py
-    from .exact import wrc_exact_solve  # noqa: F401
-
-    __all__.append("wrc_exact_solve")
-except ImportError:  # pragma: no cover - until exact.py lands
-    pass
