@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 
 from wrcup.models import BilinearUpsampler, Bottleneck, StackedUpsampler, WRCUpsampler, build_upsampler, upsample
-from wrcup.nn import list_operators
 
 NETWORK_OPS = ["wrc-reference", "wrc-aligned", "wrc-exact", "converse2d", "transposed"]
 ALL_OPS = NETWORK_OPS + ["bilinear"]
@@ -19,11 +18,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def needs(op: str):
-    return pytest.mark.skipif(op != "bilinear" and op not in list_operators(),
-                              reason=f"operator {op!r} is not registered in wrcup.nn yet")
 
 
 def inputs(p, h=2, w=3, dim=16, batch=2, seed=0):
@@ -52,7 +46,6 @@ def test_hand_count_reproduces_the_reference_number():
     assert expected_parameter_count(384) == 3_979_216
 
 
-@needs("wrc-reference")
 def test_reference_network_has_3979216_parameters_in_204_entries():
     model = WRCUpsampler(384, 14, operator="wrc-reference")
     state = model.state_dict()
@@ -78,8 +71,6 @@ def test_bottleneck_mid_width_is_input_width_and_shortcut_only_on_shape_change()
 @pytest.mark.parametrize("patch", [8, 14, 16])
 @pytest.mark.parametrize("op", ALL_OPS)
 def test_output_shape_every_operator_and_patch(op, patch):
-    if op not in list_operators():
-        pytest.skip(f"operator {op!r} is not registered in wrcup.nn yet")
     torch.manual_seed(0)
     model = build_upsampler(op, 16, patch)
     image, feats = inputs(patch, h=2, w=3)
@@ -127,8 +118,6 @@ def test_eval_mode_samples_are_independent():
 # ---------------------------------------------------------------------------------------------- residual
 @pytest.mark.parametrize("op", ["transposed", "wrc-reference"])
 def test_residual_adds_bilinear_upsampling_of_the_features(op):
-    if op not in list_operators():
-        pytest.skip(f"operator {op!r} is not registered in wrcup.nn yet")
     torch.manual_seed(2)
     plain = build_upsampler(op, 16, 14).eval()
     resid = build_upsampler(op, 16, 14, residual=True).eval()
@@ -223,7 +212,7 @@ def test_bad_inputs_raise_clear_errors():
 
 # -------------------------------------------------------------------------------------------- gradients
 def test_gradient_reaches_every_parameter():
-    op = "wrc-reference" if "wrc-reference" in list_operators() else "transposed"
+    op = "wrc-reference"
     torch.manual_seed(5)
     model = build_upsampler(op, 16, 14)
     image, feats = inputs(14, h=3, w=3)
@@ -251,8 +240,6 @@ def _authors_like(state: dict) -> dict:
 
 @pytest.mark.parametrize("op", ["transposed", "wrc-reference"])
 def test_load_reference_state_dict_maps_foreign_names(op):
-    if op not in list_operators():
-        pytest.skip(f"operator {op!r} is not registered in wrcup.nn yet")
     torch.manual_seed(7)
     source = build_upsampler(op, 16, 14)
     for p in source.parameters():  # make every entry distinguishable

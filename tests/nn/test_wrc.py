@@ -105,8 +105,6 @@ def test_registry():
 @pytest.mark.parametrize("name", ["wrc-reference", "wrc-aligned", "wrc-exact", "converse2d"])
 @pytest.mark.parametrize("scale", [1, 2, 3])
 def test_forward_shapes_and_dtypes(name, scale):
-    if name == "wrc-exact":
-        pytest.importorskip("wrcup.ops.exact", reason="exact mode lives in wrcup/ops/exact.py")
     torch.manual_seed(2)
     m = create_operator(name, 3, scale=scale)
     x = torch.randn(2, 3, 4, 5)

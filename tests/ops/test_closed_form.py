@@ -199,7 +199,6 @@ def test_converse2d_layer_equals_dense_solve():
 
 
 def test_layer_exact_mode_is_the_minimiser():
-    pytest.importorskip("wrcup.ops.exact", reason="exact mode lives in wrcup/ops/exact.py (another module)")
     C, s, p = 2, 2, 1
     x = torch.randn(1, C, 3, 3, dtype=f64, generator=torch.Generator().manual_seed(6))
     kernel, bias, conv_low, conv_high = _layer_params(C, 2, seed=6)
