@@ -68,7 +68,8 @@ class FeatureExtractor:
         for f, x in zip(files, feats):
             with atomic_path(f) as tmp:
                 save_file({"features": x.half().cpu().contiguous()}, str(tmp))
-        return feats
+        # return what a later run will read from the cache, so cached and fresh runs agree exactly
+        return feats.half().float()
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, keys: list[str] | None = None) -> torch.Tensor:

@@ -1,0 +1,77 @@
+"""``wrcup eval`` command line: single tasks and ``compare`` (JSON, Markdown, PNG; features shared by cache)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wrcup.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    import torch
+
+    from wrcup.models.upsampler import build_upsampler
+    from wrcup.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, build_upsampler("wrc-reference", 384, 14, residual=True).state_dict(),
+                    {"backbone": "dinov2-s14-imgfocus", "dim": 384, "patch_size": 14, "operator": "wrc-reference",
+                     "residual": True, "steps": 0})
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path, real_photos):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in real_photos[:2]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    return folder
+
+
+def test_single_task_writes_json(tmp_path, photos, checkpoint):
+    out = tmp_path / "r.json"
+    code = main(["eval", "correspondence", "--model", str(checkpoint), "--method", "learned", "--dataset",
+                 "synthetic", "--root", str(photos), "--size", "56", "--pairs-per-image", "1", "--quiet",
+                 "--out", str(out)])
+    assert code == 0
+    r = json.loads(out.read_text())
+    assert r["task"] == "correspondence" and r["method"] == "learned" and r["operator"] == "wrc-reference"
+    assert r["num_pairs"] == 2 and 0 <= r["pck@0.1"] <= 100
+
+
+def test_missing_required_option_is_a_clear_error(capsys, photos):
+    code = main(["eval", "correspondence", "--model", "dinov2-s14-imgfocus", "--method", "none", "--root", str(photos)])
+    assert code == 2 and "--dataset" in capsys.readouterr().err
+
+
+def test_compare_writes_json_markdown_chart_and_shares_features(tmp_path, photos, checkpoint):
+    out, cache = tmp_path / "cmp" / "all.json", tmp_path / "cache"
+    code = main(["eval", "compare", "--tasks", "fidelity,correspondence", "--methods", "none,bilinear,learned",
+                 "--models", str(checkpoint), "dinov2-s14-imgfocus", "--size", "56", "--quiet",
+                 "--fidelity-images", str(photos), "--correspondence-dataset", "synthetic",
+                 "--correspondence-root", str(photos), "--correspondence-pairs-per-image", "1",
+                 "--cache", str(cache), "--out", str(out)])
+    assert code == 0
+    r = json.loads(out.read_text())
+    assert r["tasks"] == ["fidelity", "correspondence"] and len(r["runs"]) == 2 * 3 * 2
+    skipped = [x for x in r["runs"] if "skipped" in x]
+    assert len(skipped) == 2 and all(x["method"] == "learned" and x["model"] == "dinov2-s14-imgfocus" for x in skipped)
+    for x in r["runs"]:
+        if "result" in x:
+            assert x["result"]["settings" if x["task"] == "correspondence" else "input_size"]
+    # the same backbone features serve every method and both models (5 runs per task): per photo one entry
+    # for the fidelity input, one for its 2× target, one for the correspondence source and one warped target
+    assert len(list(cache.glob("*.safetensors"))) == 2 * 4
+    md = out.with_suffix(".md").read_text().splitlines()
+    assert md[0].startswith("| model | method | fidelity cosine") and len(md) == 2 + 2 * 3
+    assert "—" in md[-1]  # backbone name × learned: skipped
+    png = out.with_suffix(".png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_rejects_unknown_task(tmp_path):
+    assert main(["eval", "compare", "--tasks", "nope", "--out", str(tmp_path / "x.json")]) == 2
