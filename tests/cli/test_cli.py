@@ -20,7 +20,6 @@ def tiny_checkpoint(tmp_path_factory, real_photos, embedded_backbone):
     out = tmp_path_factory.mktemp("run")
     cfg = TrainConfig(data=[str(folder)], out=str(out), steps=2, batch_size=2, high_res=112, crops=1,
                       progress=False, checkpoint_every=0, residual=True)
-    torch.set_num_threads(1)
     train(cfg, backbone=embedded_backbone)
     return out / "wrc.safetensors"
 

@@ -9,13 +9,6 @@ from wrcup.eval.probe import (DepthProbe, LinearProbe, gradient_matching_loss, p
                               silog_loss, train_depth_probe, train_linear_probe)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These problems are tiny: extra intra-op threads only add contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def separable_problem(n=6, channels=5, k=3, grid=8, scale=2, seed=0):

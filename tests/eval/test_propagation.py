@@ -11,13 +11,6 @@ from wrcup.eval.propagation import downsample_labels, propagate_frame, propagate
 DAVIS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "davis2016-dev"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small problems: extra intra-op threads only add contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------- oracle: DINO's algorithm, written densely

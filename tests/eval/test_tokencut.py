@@ -9,13 +9,6 @@ from scipy import ndimage
 from wrcup.eval.tokencut import ncut_eigenvector, tokencut_box, tokencut_graph
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small problems: extra intra-op threads only add contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def square_keys(h, w, squares, noise=0.05, seed=0, channels=8):

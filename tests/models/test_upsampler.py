@@ -11,15 +11,6 @@ NETWORK_OPS = ["wrc-reference", "wrc-aligned", "wrc-exact", "converse2d", "trans
 ALL_OPS = NETWORK_OPS + ["bilinear"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def inputs(p, h=2, w=3, dim=16, batch=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, p * h, p * w, generator=g), torch.randn(batch, dim, h, w, generator=g)
