@@ -58,7 +58,7 @@ def main() -> None:
         for size in sizes:
             image = torch.rand(1, 3, size, size)
             feats = backbone(image)
-            norm = (image - torch.tensor(backbone.mean).view(1, 3, 1, 1)) / torch.tensor(backbone.std).view(1, 3, 1, 1)
+            norm = backbone.normalise(image)
             rows.append({"size": size, "model": "backbone (dinov2-s14-imgfocus)",
                          "ms": median_ms(lambda: backbone(image), repeats, warmup=2)})
             for op in operators + ["wrc-reference+folded-bn", "wrc-transcription"]:

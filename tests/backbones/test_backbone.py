@@ -154,3 +154,12 @@ def test_position_embeddings_cached_per_grid(imgfocus_backbone):
     assert len(backbone._pos_cache) == 1
     assert torch.equal(backbone(images), first)
     assert len(backbone._pos_cache) == 1
+
+
+def test_normalise_uses_the_backbone_statistics_without_resizing(embedded_backbone):
+    images = torch.rand(2, 3, 30, 45)
+    mean = torch.tensor(embedded_backbone.mean).view(1, 3, 1, 1)
+    std = torch.tensor(embedded_backbone.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(embedded_backbone.normalise(images), (images - mean) / std)
+    with pytest.raises(ValueError, match="images"):
+        embedded_backbone.normalise(torch.rand(2, 4, 30, 45))

@@ -205,13 +205,19 @@ class Backbone(nn.Module):
                 captured[index] = x
         return model.norm(x), captured, h, w
 
-    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """B×3×H×W in [0, 1] → (images − mean) / std with this backbone's statistics, same size and dtype.
+
+        What the backbone feeds its patch embedding, and what the upsamplers take as guidance image.
+        """
         _validate_images(images)
         if images.device != self.device:
             raise ValueError(f"images are on {images.device} but the backbone is on {self.device}; "
                              "move one of them")
-        images = self.prepare(images.to(self.dtype))
         return (images - self._mean.to(images.dtype)) / self._std.to(images.dtype)
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return self.normalise(self.prepare(images).to(self.dtype))
 
     # ------------------------------------------------------------------------------------------ public
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -34,13 +34,12 @@ def _add_upsample(sub) -> None:
 
 def _run_upsample(args) -> int:
     import torch
-    import torch.nn.functional as F
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
     import wrcup
     from wrcup._io import atomic_path
-    from wrcup.data.images import ImageReadError, load_image
+    from wrcup.data.images import ImageReadError, load_image, resize_short_side
     from wrcup.viz import save_comparison_figure
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -59,10 +58,7 @@ def _run_upsample(args) -> int:
             tqdm.write(f"skipped {path}: {err}", file=sys.stderr)
             continue
         H0, W0 = image.shape[-2:]
-        scale = args.size / min(H0, W0)
-        size = (max(1, round(H0 * scale)), max(1, round(W0 * scale)))
-        x = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-        x = model.backbone.prepare(x.to(device))
+        x = model.backbone.prepare(resize_short_side(image[None], args.size).clamp(0, 1).to(device))
         with torch.inference_mode():
             high, low = model(x, return_low_res=True)
         H, W = x.shape[-2:]

@@ -78,9 +78,7 @@ class FeatureExtractor:
             return low
         if self.method == "bilinear":
             return F.interpolate(low, scale_factor=2, mode="bilinear", align_corners=False)
-        mean = torch.tensor(self.backbone.mean, device=low.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.backbone.std, device=low.device).view(1, 3, 1, 1)
-        return self.upsampler((images.to(low.device) - mean) / std, low)
+        return self.upsampler(self.backbone.normalise(images.to(low.device)), low)
 
 
 def file_key(path: str | Path) -> str:

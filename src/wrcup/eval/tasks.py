@@ -409,10 +409,7 @@ def upsample_like_method(extractor: FeatureExtractor, image: torch.Tensor, low: 
         return low
     if extractor.method == "bilinear":
         return F.interpolate(low, scale_factor=2, mode="bilinear", align_corners=False)
-    backbone = extractor.backbone
-    mean = torch.tensor(backbone.mean, device=low.device).view(1, 3, 1, 1)
-    std = torch.tensor(backbone.std, device=low.device).view(1, 3, 1, 1)
-    return extractor.upsampler((image[None].to(low.device) - mean) / std, low)
+    return extractor.upsampler(extractor.backbone.normalise(image[None].to(low.device)), low)
 
 
 def _discovery_items(dataset: str, root, year_split: str, coco_annotations, coco_image_list, davis_year,

@@ -31,11 +31,6 @@ class UpsampledBackbone(nn.Module):
         self.upsampler = upsampler
         self.metadata = dict(metadata or {})
 
-    def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.backbone.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.backbone.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-        return (images - mean) / std
-
     def forward(self, images: torch.Tensor, return_low_res: bool = False):
         """images: B×3×H×W float in [0, 1]. Sizes that are not multiples of the patch size follow the
         backbone's policy (resized to the nearest multiple; see :mod:`wrcup.backbones`)."""
@@ -45,7 +40,7 @@ class UpsampledBackbone(nn.Module):
         check_finite(images, "images")
         images = self.backbone.prepare(images)
         low = self.backbone(images)
-        high = self.upsampler(self.normalise(images), low.to(images.dtype))
+        high = self.upsampler(self.backbone.normalise(images), low.to(images.dtype))
         return (high, low) if return_low_res else high
 
 

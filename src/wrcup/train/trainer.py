@@ -276,8 +276,6 @@ def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, st
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     targets = TargetSource(images, backbone, cfg, device)
-    mean = torch.tensor(backbone.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(backbone.std, device=device).view(1, 3, 1, 1)
 
     step, elapsed = 0, 0.0
     ckpt = out / "last.safetensors"
@@ -342,7 +340,7 @@ def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, st
             sub = idx[a * micro:(a + 1) * micro]
             low, z_low, crop_t, boxes, z_high = targets.batch(sub, step, offset=first + a * micro)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                pred = ddp_model((low - mean) / std, z_low)
+                pred = ddp_model(backbone.normalise(low), z_low)
                 terms = {}
                 if weights["local"] and crop_t is not None:
                     terms["local"] = losses.local_crop_loss(pred.float(), crop_t, boxes)
@@ -353,7 +351,7 @@ def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, st
                 if weights["consistency"]:
                     g = _step_generator(cfg.seed, step, stream=200 + (first + a * micro) // micro)
                     aug = photometric_augment(low, g) if cfg.augment else low
-                    pred_aug = ddp_model((aug - mean) / std, z_low)
+                    pred_aug = ddp_model(backbone.normalise(aug), z_low)
                     terms["consistency"] = losses.consistency_loss(pred_aug.float(), pred.float())
                 loss = sum(weights[k] * v for k, v in terms.items())
             (loss / cfg.grad_accum).backward()
