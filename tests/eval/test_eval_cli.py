@@ -66,11 +66,45 @@ def test_compare_writes_json_markdown_chart_and_shares_features(tmp_path, photos
     # the same backbone features serve every method and both models (5 runs per task): per photo one entry
     # for the fidelity input, one for its 2× target, one for the correspondence source and one warped target
     assert len(list(cache.glob("*.safetensors"))) == 2 * 4
+    # none and bilinear depend on the backbone only: computed for the first model, shared with the second
+    shared = [x for x in r["runs"] if "shared_with" in x]
+    assert len(shared) == 2 * 2 and all(x["model"] == "dinov2-s14-imgfocus" and x["shared_with"] == str(checkpoint)
+                                        for x in shared)
     md = out.with_suffix(".md").read_text().splitlines()
-    assert md[0].startswith("| model | method | fidelity cosine") and len(md) == 2 + 2 * 3
-    assert "—" in md[-1]  # backbone name × learned: skipped
+    assert md[0].startswith("| model | method | fidelity cosine") and len(md) == 2 + 3
+    assert [row.split("|")[1:3] for row in md[2:]] == [
+        [" dinov2-s14-imgfocus ", " none "], [" dinov2-s14-imgfocus ", " bilinear "],
+        [" tiny ", " learned (wrc-reference) "]]
     png = out.with_suffix(".png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_resumes_from_its_parts(tmp_path, photos, checkpoint, monkeypatch):
+    import wrcup.eval.compare as compare
+
+    args = ["eval", "compare", "--tasks", "fidelity", "--methods", "bilinear,learned", "--models", str(checkpoint),
+            "--size", "56", "--quiet", "--fidelity-images", str(photos), "--cache", str(tmp_path / "cache")]
+    out = tmp_path / "first.json"
+    assert main(args + ["--out", str(out)]) == 0
+    parts = sorted(p.name for p in out.with_suffix(".parts").iterdir())
+    assert len(parts) == 2 and parts[0].startswith("fidelity-bilinear-") and parts[1].startswith("fidelity-learned-")
+    first = json.loads(out.read_text())
+
+    def no_recompute(*a, **k):
+        raise AssertionError("a finished result was recomputed")
+
+    monkeypatch.setattr(compare, "run_task", no_recompute)
+    assert main(args + ["--out", str(out)]) == 0  # everything comes from the parts
+    assert json.loads(out.read_text())["runs"] == first["runs"]
+    # other task options are another result: recomputed, not reused
+    with pytest.raises(AssertionError, match="recomputed"):
+        main(args + ["--fidelity-every", "2", "--out", str(out)])
+    # a part cut short by a killed run is recomputed, not trusted
+    monkeypatch.undo()
+    part = out.with_suffix(".parts") / parts[1]
+    part.write_text(part.read_text()[:50])
+    assert main(args + ["--out", str(out)]) == 0
+    assert json.loads(out.read_text())["runs"] == first["runs"]
 
 
 def test_compare_rejects_unknown_task(tmp_path):

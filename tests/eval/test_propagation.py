@@ -77,6 +77,24 @@ def test_frame_matches_dense_oracle_with_chunking():
         torch.testing.assert_close(got.sum(0), torch.ones(h, w), rtol=1e-5, atol=1e-5)
 
 
+def test_ties_at_the_kth_value_are_all_kept_like_dino():
+    # one-hot features make every cosine exactly 0 or 1 (in float32 as in float64), and a duplicated context
+    # frame doubles every value: many rows tie at the k-th value, and DINO's threshold keeps all tied cells
+    g = torch.Generator().manual_seed(5)
+    c, h, w = 4, 6, 7
+
+    def one_hot_map():
+        return F.one_hot(torch.randint(0, c, (h, w), generator=g), c).permute(2, 0, 1).float()
+
+    frame = one_hot_map()
+    target, ctx = one_hot_map(), torch.stack([frame, frame, one_hot_map()])
+    labels = torch.softmax(torch.randn(3, 3, h, w, generator=g), dim=1)
+    for topk, radius in ((5, None), (3, 1), (1, 2), (40, 1)):
+        want = oracle_frame(target, ctx, labels, topk=topk, temperature=0.1, radius=radius)
+        got = propagate_frame(target, ctx, labels, topk=topk, temperature=0.1, radius=radius)
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+
 def test_small_temperature_does_not_overflow():
     g = torch.Generator().manual_seed(1)
     target = F.normalize(torch.randn(4, 5, 5, generator=g), dim=0)

@@ -159,6 +159,9 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--models", nargs="+", default=["wrc-dinov2-s14-imgfocus"],
                    help="checkpoints (names or .safetensors paths) or backbone names (no 'learned' for those)")
     p.add_argument("--size", type=int, default=None, help="input size for every task (default: each task's own)")
+    p.add_argument("--parts", default=None,
+                   help="folder keeping every finished task × method × model result; a rerun reuses them "
+                        "(default: OUT without its suffix + '.parts'; 'none' to keep nothing)")
     _common(p)
     for task in TASKS:
         _add_task_options(p.add_argument_group(f"{task} (with --tasks {task})"), task, prefixed=True)
@@ -225,9 +228,10 @@ def _run_compare(args) -> int:
     if bad or not args.methods:
         raise ValueError(f"--methods must name methods from {', '.join(_METHODS)}; got {args.methods}")
     options = {task: task_options(task, args, prefixed=True) for task in args.tasks}
-    result = run_compare(args.tasks, args.methods, args.models, options, device=device, cache_dir=args.cache,
-                         backbone_weights=args.backbone_weights, progress=not args.quiet)
     out = Path(args.out or "wrcup-compare.json")
+    parts = None if args.parts == "none" else Path(args.parts) if args.parts else out.with_suffix(".parts")
+    result = run_compare(args.tasks, args.methods, args.models, options, device=device, cache_dir=args.cache,
+                         backbone_weights=args.backbone_weights, progress=not args.quiet, parts_dir=parts)
     paths = write_outputs(result, out)
     print(paths["markdown"].read_text(), file=sys.stdout)
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stdout)

@@ -2,15 +2,20 @@
 
 Each model is loaded once; its backbone's features are cached on disk (``cache_dir``, a temporary folder when
 not given) and the cache is keyed by backbone, input size and image, so every method of every model on the
-same backbone reuses them: the backbone runs once per image and input size.
+same backbone reuses them: the backbone runs once per image and input size. ``none`` and ``bilinear`` are
+computed once per backbone, not once per model. With ``parts_dir`` every finished result is kept on disk, so a
+long comparison that is interrupted (or extended by a model) resumes without recomputing what it had.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import tempfile
 from pathlib import Path
 
 from .._checks import check_choice
+from .._io import atomic_path
 from .extract import METHODS, FeatureExtractor, load_model
 from .tasks import TASKS, run_task
 
@@ -31,10 +36,36 @@ def _is_checkpoint(name_or_path) -> bool:
     return str(name_or_path) in SHIPPED_CHECKPOINTS or str(name_or_path).endswith(".safetensors")
 
 
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cell_key(task: str, method: str, subject: str, options: dict, backbone_weights) -> str:
+    """Identity of one result: what was measured, on what, with which options (json, sorted keys)."""
+    record = {"task": task, "method": method, "subject": subject, "options": options,
+              "backbone_weights": None if backbone_weights is None else str(backbone_weights)}
+    return hashlib.sha1(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _load_part(path: Path, key: str) -> dict | None:
+    try:
+        part = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # absent or half-written by a killed run: recompute
+    return part if part.get("key") == key and "result" in part else None
+
+
 def run_compare(tasks: list[str], methods: list[str], models: list[str], task_options: dict[str, dict] | None = None,
                 device=None, cache_dir: str | Path | None = None, backbone_weights=None,
-                progress: bool = True) -> dict:
+                progress: bool = True, parts_dir: str | Path | None = None) -> dict:
     """Run every task for every model × method.
+
+    ``none`` and ``bilinear`` depend only on the backbone, so they run once per backbone and every model on that
+    backbone shares the result (its run records ``"shared_with"``, the model that computed it).
 
     Args:
         tasks: names from :data:`wrcup.eval.tasks.TASKS`.
@@ -42,10 +73,15 @@ def run_compare(tasks: list[str], methods: list[str], models: list[str], task_op
             model given as a backbone name rather than a checkpoint.
         models: checkpoint names / .safetensors paths, or backbone names.
         task_options: per task, the runner's keyword arguments (``progress`` excluded).
+        parts_dir: when given, every finished (task, method, model) result is written there at once, and a later
+            run with the same task options, method and model (checkpoints identified by their file's sha256)
+            reuses it instead of recomputing: an interrupted comparison resumes where it stopped.
     Returns:
-        ``{"tasks", "methods", "models", "runs": [{"model", "method", "task", "result"} or
+        ``{"tasks", "methods", "models", "runs": [{"model", "method", "task", "backbone", "result"} or
         {..., "skipped": reason}], "primary_metrics": {task: {"key", "higher_is_better", "label"}}}``.
     """
+    from ..models.bundle import checkpoint_path
+
     for t in tasks:
         check_choice(t, "tasks", TASKS)
     for m in methods:
@@ -53,26 +89,54 @@ def run_compare(tasks: list[str], methods: list[str], models: list[str], task_op
     if not tasks or not methods or not models:
         raise ValueError("tasks, methods and models must each name at least one entry")
     task_options = task_options or {}
+    parts = Path(parts_dir) if parts_dir is not None else None
+    if parts is not None:
+        parts.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="wrcup-compare-") as scratch:
         cache = Path(cache_dir) if cache_dir else Path(scratch)
-        runs = []
+        runs, computed = [], {}
         for model in models:
             checkpoint = _is_checkpoint(model)
             backbone, upsampler, meta = load_model(model, "learned" if checkpoint else "none", device=device,
                                                    backbone_weights=backbone_weights)
+            backbone_name = str(meta.get("backbone", model))
             for method in methods:
                 if method == "learned" and upsampler is None:
                     for task in tasks:
-                        runs.append({"model": str(model), "method": method, "task": task,
+                        runs.append({"model": str(model), "method": method, "task": task, "backbone": backbone_name,
                                      "skipped": "model is a backbone name, not a checkpoint: no learned upsampler"})
                     continue
-                extractor = FeatureExtractor(backbone, upsampler if method == "learned" else None, method,
-                                             cache_dir=cache)
+                if method == "learned":
+                    path = checkpoint_path(model)
+                    subject = f"checkpoint:{path.name}:{_file_digest(path)}"
+                else:
+                    subject = f"backbone:{backbone_name}"
+                extractor = None
                 for task in tasks:
-                    result = run_task(task, extractor, progress=progress, **task_options.get(task, {}))
-                    runs.append({"model": str(model), "method": method, "task": task,
-                                 "operator": meta.get("operator") if method == "learned" else None,
-                                 "result": result})
+                    options = task_options.get(task, {})
+                    key = _cell_key(task, method, subject, options, backbone_weights)
+                    run = {"model": str(model), "method": method, "task": task, "backbone": backbone_name,
+                           "operator": meta.get("operator") if method == "learned" else None}
+                    if key in computed:
+                        run.update(shared_with=computed[key][0], result=computed[key][1])
+                        runs.append(run)
+                        continue
+                    part_file = None if parts is None else parts / f"{task}-{method}-{_model_label(model)}-{key}.json"
+                    part = None if part_file is None else _load_part(part_file, key)
+                    if part is not None:
+                        result = part["result"]
+                    else:
+                        if extractor is None:
+                            extractor = FeatureExtractor(backbone, upsampler if method == "learned" else None,
+                                                         method, cache_dir=cache)
+                        result = run_task(task, extractor, progress=progress, **options)
+                        if part_file is not None:
+                            with atomic_path(part_file) as tmp:
+                                tmp.write_text(json.dumps({"key": key, **run, "subject": subject, "options": options,
+                                                           "result": result}, indent=2, default=str) + "\n")
+                    computed[key] = (str(model), result)
+                    run["result"] = result
+                    runs.append(run)
     return {"tasks": list(tasks), "methods": list(methods), "models": [str(m) for m in models], "runs": runs,
             "options": {t: {k: v for k, v in task_options.get(t, {}).items()} for t in tasks},
             "primary_metrics": {t: {"key": PRIMARY_METRICS[t][0], "higher_is_better": PRIMARY_METRICS[t][1],
@@ -90,47 +154,62 @@ def _model_label(model: str) -> str:
     return Path(model).stem if str(model).endswith(".safetensors") else str(model)
 
 
+def table_rows(result: dict) -> list[tuple[str, str, dict[str, dict]]]:
+    """``(model label, method label, {task: run})`` per row: backbone-only methods once per backbone (labelled
+    with the backbone), learned upsamplers once per checkpoint (method labelled with its operator); rows whose
+    every run was skipped are left out."""
+    rows = []
+    for model in result["models"]:
+        for method in result["methods"]:
+            runs = {r["task"]: r for r in result["runs"] if r["model"] == model and r["method"] == method}
+            if not runs or all("skipped" in r or "shared_with" in r for r in runs.values()):
+                continue
+            first = next(iter(runs.values()))
+            if method == "learned":
+                label, method_label = _model_label(model), f"learned ({first.get('operator') or '?'})"
+            else:
+                label, method_label = first.get("backbone") or _model_label(model), method
+            rows.append((label, method_label, runs))
+    return rows
+
+
 def markdown_table(result: dict) -> str:
-    """Rows model × method, columns the primary metric of each task (↑ higher / ↓ lower is better)."""
+    """Rows as :func:`table_rows`, columns the primary metric of each task (↑ higher / ↓ lower is better)."""
     tasks = result["tasks"]
     header = ["model", "method"] + [
         f"{PRIMARY_METRICS[t][2]} {'↑' if PRIMARY_METRICS[t][1] else '↓'}" for t in tasks]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * len(tasks)) + "|"]
-    for model in result["models"]:
-        for method in result["methods"]:
-            cells = [_model_label(model), method]
-            for task in tasks:
-                run = next((r for r in result["runs"]
-                            if r["model"] == model and r["method"] == method and r["task"] == task), None)
-                value = None if run is None else _primary(run)
-                cells.append("—" if value is None else f"{value:.4f}" if task == "fidelity" else f"{value:.2f}")
-            lines.append("| " + " | ".join(cells) + " |")
+    for label, method_label, runs in table_rows(result):
+        cells = [label, method_label]
+        for task in tasks:
+            value = _primary(runs[task]) if task in runs else None
+            cells.append("—" if value is None else f"{value:.4f}" if task == "fidelity" else f"{value:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def bar_chart(result: dict, path: str | Path) -> Path:
-    """One panel per task, one bar per model × method (PNG, matplotlib Agg)."""
+    """One panel per task, one bar per row of :func:`table_rows` (PNG, matplotlib Agg)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = result["tasks"]
-    combos = [(m, k) for m in result["models"] for k in result["methods"]]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(max(4.0, 0.6 * len(combos) + 1.5) * len(tasks), 4),
+    rows = table_rows(result)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(max(4.0, 0.6 * len(rows) + 1.5) * len(tasks), 4),
                              squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    several_models = len({label for label, _, _ in rows}) > 1
     for ax, task in zip(axes[0], tasks):
         labels, values, colour = [], [], []
-        for model, method in combos:
-            run = next((r for r in result["runs"]
-                        if r["model"] == model and r["method"] == method and r["task"] == task), None)
-            value = None if run is None else _primary(run)
-            labels.append(f"{_model_label(model)}\n{method}" if len(result["models"]) > 1 else method)
+        for i, (label, method_label, runs) in enumerate(rows):
+            value = _primary(runs[task]) if task in runs else None
+            labels.append(f"{label}\n{method_label}" if several_models else method_label)
             values.append(0.0 if value is None else value)
-            colour.append(colours[result["methods"].index(method) % len(colours)])
+            colour.append(colours[i % len(colours)])
         ax.bar(range(len(values)), values, color=colour)
-        ax.set_xticks(range(len(values)), labels, fontsize=7, rotation=30 if len(combos) > 3 else 0)
+        ax.set_xticks(range(len(values)), labels, fontsize=7, rotation=30 if len(rows) > 3 else 0)
         key, higher, label = PRIMARY_METRICS[task]
         ax.set_title(f"{label} ({'higher' if higher else 'lower'} is better)", fontsize=9)
         for i, v in enumerate(values):
@@ -145,10 +224,6 @@ def bar_chart(result: dict, path: str | Path) -> Path:
 
 def write_outputs(result: dict, out_json: str | Path) -> dict[str, Path]:
     """Write ``out_json``, and next to it the Markdown table (.md) and the bar chart (.png)."""
-    import json
-
-    from .._io import atomic_path
-
     out_json = Path(out_json)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_json) as tmp:

@@ -97,14 +97,15 @@ def _neighbourhood_plan(h: int, w: int, radius: int | None, tile: tuple[int, int
     cols = torch.arange(w, device=device)
     reach = max(h, w) if radius is None else radius
     plan = []
-    for i0 in range(0, h, tile_h):
-        i1 = min(h, i0 + tile_h)
-        s0, s1 = max(0, i0 - reach), min(h, i1 + reach)
-        row_ok = (rows[i0:i1, None] - rows[None, s0:s1]).abs() <= reach
-        for j0 in range(0, w, tile_w):
-            j1 = min(w, j0 + tile_w)
-            t0, t1 = max(0, j0 - reach), min(w, j1 + reach)
-            col_ok = (cols[j0:j1, None] - cols[None, t0:t1]).abs() <= reach
+    # column-major, so that consecutive tiles share their column band of context cells
+    for j0 in range(0, w, tile_w):
+        j1 = min(w, j0 + tile_w)
+        t0, t1 = max(0, j0 - reach), min(w, j1 + reach)
+        col_ok = (cols[j0:j1, None] - cols[None, t0:t1]).abs() <= reach
+        for i0 in range(0, h, tile_h):
+            i1 = min(h, i0 + tile_h)
+            s0, s1 = max(0, i0 - reach), min(h, i1 + reach)
+            row_ok = (rows[i0:i1, None] - rows[None, s0:s1]).abs() <= reach
             # the 2-D window factorises into a row band and a column band
             valid = (row_ok[:, None, :, None] & col_ok[None, :, None, :]).reshape(
                 (i1 - i0) * (j1 - j0), (s1 - s0) * (t1 - t0))
@@ -153,21 +154,58 @@ def propagate_frame(target: torch.Tensor, context_features: torch.Tensor, contex
     n_ctx, channels, h, w = context_features.shape
     n_classes = context_labels.shape[1]
     out = target.new_empty(n_classes, h, w)
+    band_key, band = None, None
     for i0, i1, j0, j1, s0, s1, t0, t1, valid in plan:
-        tgt = target[:, i0:i1, j0:j1].reshape(channels, -1)                       # C × nt
-        src = context_features[:, :, s0:s1, t0:t1].reshape(n_ctx, channels, -1)   # T × C × ns
-        cos = torch.einsum("cn,tcm->ntm", tgt, src)                               # nt × T × ns
-        cos = cos.masked_fill(~valid[:, None, :], float("-inf")).reshape(tgt.shape[1], -1)
-        k = min(topk, cos.shape[1])
-        top = torch.topk(cos, k, dim=1).values
-        # threshold at the k-th value like DINO (ties kept); exp of the shifted cosine is the same
-        # normalised weight as exp(cos / T) but cannot overflow for small temperatures
-        keep = (cos >= top[:, -1:]) & torch.isfinite(cos)
-        weights = torch.exp((cos - top[:, :1]) / temperature) * keep
-        weights = weights / weights.sum(dim=1, keepdim=True)
+        if band_key != (t0, t1):
+            # one contiguous copy per column band: every row range of it is then a plain matrix view,
+            # instead of one strided copy of the context per tile
+            band_key, band = (t0, t1), context_features[:, :, :, t0:t1].contiguous()
+        tgt = target[:, i0:i1, j0:j1].reshape(channels, -1).T                     # nt × C
+        n_src = (s1 - s0) * (t1 - t0)
+        cos = tgt.new_empty(n_ctx, tgt.shape[0], n_src)                           # T × nt × ns
+        for t in range(n_ctx):
+            torch.mm(tgt, band[t, :, s0:s1].reshape(channels, n_src), out=cos[t])
+        cos.masked_fill_(~valid, float("-inf"))
         labels = context_labels[:, :, s0:s1, t0:t1].reshape(n_ctx, n_classes, -1)  # T × K × ns
         labels = labels.permute(0, 2, 1).reshape(-1, n_classes)                    # T*ns × K
-        out[:, i0:i1, j0:j1] = (weights @ labels).T.reshape(n_classes, i1 - i0, j1 - j0)
+        out[:, i0:i1, j0:j1] = _weighted_topk(cos, labels, topk, temperature).T.reshape(
+            n_classes, i1 - i0, j1 - j0)
+    return out
+
+
+def _weighted_topk(cos: torch.Tensor, labels: torch.Tensor, topk: int, temperature: float) -> torch.Tensor:
+    """Soft labels of targets from their top-k affinities over all context frames together.
+
+    Args:
+        cos: ``T×nt×ns`` cosines of ``nt`` targets to ``ns`` candidate cells in each of ``T`` context frames,
+            ``-inf`` outside the window.
+        labels: ``(T·ns)×K`` labels of the candidates, frame-major.
+    Returns:
+        ``nt×K``: per target, the ``topk`` largest cosines (and any tied with the k-th, as DINO's threshold
+        keeps them) weighted by ``exp(cos / temperature)`` normalised to sum to one, times their labels.
+    """
+    n_ctx, n_tgt, n_src = cos.shape
+    k = min(topk, n_ctx * n_src)
+    # the global top k+1 lies within the union of each frame's top k+1; the extra value reveals ties at the
+    # k-th place, the only rows that need the full threshold
+    per_frame = torch.topk(cos, min(k + 1, n_src), dim=2)                           # T × nt × k'
+    merged = per_frame.values.permute(1, 0, 2).reshape(n_tgt, -1)
+    top = torch.topk(merged, min(k + 1, merged.shape[1]), dim=1)
+    frame = top.indices // per_frame.values.shape[2]
+    index = frame * n_src + per_frame.indices.permute(1, 0, 2).reshape(n_tgt, -1).gather(1, top.indices)
+    values, index = top.values[:, :k], index[:, :k]
+    # exp of the shifted cosine is the same normalised weight as exp(cos / T) but cannot overflow for small
+    # temperatures; -inf (outside the window) gives weight 0
+    weights = torch.exp((values - values[:, :1]) / temperature)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    out = torch.einsum("nk,nkc->nc", weights, labels[index])
+    if top.values.shape[1] > k:
+        tied = (top.values[:, k] == values[:, -1]) & torch.isfinite(values[:, -1])
+        if bool(tied.any()):
+            rows = cos[:, tied].permute(1, 0, 2).reshape(int(tied.sum()), -1)
+            keep = rows >= values[tied, -1:]
+            w = torch.exp((rows - values[tied, :1]) / temperature) * keep
+            out[tied] = (w / w.sum(dim=1, keepdim=True)) @ labels
     return out
 
 
