@@ -63,6 +63,26 @@ def test_eigenvector_matches_scipy_generalised_solver():
     assert abs(float((y * deg).sum())) < 1e-8
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lanczos_solver_matches_scipy_generalised_solver(seed):
+    # smooth keys on a 40×45 grid (1800 nodes): a clear eigengap, as real key maps have
+    g = torch.Generator().manual_seed(seed)
+    keys = F.interpolate(torch.randn(1, 12, 5, 6, generator=g), size=(40, 45), mode="bilinear")[0]
+    wts = tokencut_graph(keys, tau=0.2, eps=1e-5)
+    a = wts.numpy()
+    d = np.diag(a.sum(1))
+    vals, vecs = scipy.linalg.eigh(d - a, d, subset_by_index=[0, 2])
+    assert vals[2] - vals[1] > 1e-6
+    lam, y = ncut_eigenvector(wts, solver="lanczos")
+    assert lam == pytest.approx(vals[1], rel=1e-9, abs=1e-12)
+    ref = vecs[:, 1] * np.sign(vecs[:, 1] @ y.numpy())
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-6, atol=1e-8)
+    lam2, y2 = ncut_eigenvector(wts, solver="lanczos")  # deterministic: same start vector
+    assert lam2 == lam and torch.equal(y2, y)
+    with pytest.raises(ValueError, match="solver"):
+        ncut_eigenvector(wts, solver="arpack")
+
+
 def test_graph_is_binary_cosine_threshold():
     keys = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.1, 1.0]])[:, None, :]  # 2 channels, 1×3 grid
     wts = tokencut_graph(keys, tau=0.2, eps=1e-5)
