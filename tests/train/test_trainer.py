@@ -94,6 +94,36 @@ def test_cached_targets_with_full_view_loss(tmp_path, pool, embedded_backbone):
     assert second["final_losses"]["full"] > 0 and second["final_losses"]["global"] == 0
 
 
+def test_target_cache_is_keyed_on_image_bytes_not_paths(tmp_path, photo_dir, embedded_backbone):
+    """A copied folder (new paths, new mtimes) reuses the cache; an edited image or other weights do not."""
+    from wrcup.train.trainer import TargetSource
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in sorted(photo_dir.iterdir()):
+        shutil.copy(f, copy / f.name)  # shutil.copy: fresh mtimes
+    cfg = TrainConfig(data=["unused"], out=str(tmp_path), cache_targets=str(tmp_path / "cache"), **SMALL)
+
+    def names(folder, config):
+        with pytest.warns(RuntimeWarning, match="unreadable"):
+            pool = ImagePool([str(folder)])
+        source = TargetSource(pool, embedded_backbone, config, torch.device("cpu"))
+        return [source._cache_file(i).name for i in range(len(pool))]
+
+    original = names(photo_dir, cfg)
+    assert len(set(original)) == len(original) == 4
+    assert names(copy, cfg) == original
+    edited = sorted(p for p in copy.iterdir() if p.name != "broken.jpg")[0]
+    edited.write_bytes(edited.read_bytes() + b"\0")  # same picture, different bytes: must not be trusted
+    changed = names(copy, cfg)
+    assert changed[0] != original[0] and changed[1:] == original[1:]
+    other_weights = tmp_path / "weights.safetensors"
+    other_weights.write_bytes(b"stand-in weight file")
+    assert set(names(photo_dir, TrainConfig(
+        data=["unused"], out=str(tmp_path), cache_targets=str(tmp_path / "cache"),
+        backbone_weights=str(other_weights), **SMALL))).isdisjoint(original)
+
+
 def test_resume_rejects_a_changed_config(tmp_path, pool, embedded_backbone, one_thread):
     cfg = TrainConfig(data=["unused"], out=str(tmp_path), operator="transposed", steps=2, **SMALL)
     train(cfg, images=pool, backbone=embedded_backbone, stop_at=1)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from .._checks import check_choice, check_positive_int
-from .._io import atomic_path, read_json, write_json
+from .._io import atomic_path, file_sha256, read_json, write_json
 from . import losses
 from .checkpoint import load_checkpoint, load_train_state, save_checkpoint
 from .augment import random_aligned_crops
@@ -154,6 +154,9 @@ class TargetSource:
                              f"the backbone patch size {backbone.patch_size}")
         self.cache_dir = Path(cfg.cache_targets) if cfg.cache_targets else None
         self.need_full = float(cfg.loss_weights.get("full", 0.0)) != 0.0
+        self._digests: list[str | None] = [None] * len(images)
+        weights = cfg.backbone_weights
+        self._weights_id = file_sha256(weights) if self.cache_dir and weights and os.path.isfile(weights) else str(weights)
 
     def _views(self, idx: list[int], gens: list[torch.Generator]):
         high = torch.stack([square_view(self.images.load(i), self.cfg.high_res) for i in idx]).to(self.device)
@@ -170,11 +173,16 @@ class TargetSource:
         return low, z_low, crop_t, boxes, z_high
 
     def _cache_file(self, i: int) -> Path:
-        path = Path(self.images.paths[i])
-        st = path.stat()
-        key = f"v1|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.cfg.backbone}|{self.cfg.high_res}|" \
+        # keyed on the image's bytes, not its path or mtime: a copied or restored image folder keeps its cache,
+        # and a changed image, backbone weight file or crop setting gets new targets
+        key = f"v2|{self._image_digest(i)}|{self.cfg.backbone}|{self._weights_id}|{self.cfg.high_res}|" \
               f"{self.cfg.crops}|{self.cfg.crop_align}|{self.cfg.seed}"
         return self.cache_dir / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".safetensors")
+
+    def _image_digest(self, i: int) -> str:
+        if self._digests[i] is None:
+            self._digests[i] = file_sha256(self.images.paths[i])
+        return self._digests[i]
 
     def _full_file(self, i: int) -> Path:
         return self._cache_file(i).with_suffix(".full.safetensors")
