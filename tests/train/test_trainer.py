@@ -61,6 +61,8 @@ def test_resume_equals_straight_run(tmp_path, pool, embedded_backbone, one_threa
     train(split, images=pool, backbone=embedded_backbone, stop_at=3)
     assert read_metadata(tmp_path / "split" / "last.safetensors")["steps"] == 3
     assert not (tmp_path / "split" / "wrc.safetensors").exists()  # not finished yet
+    with (tmp_path / "split" / "log.csv").open("a") as fh:  # a run killed after the checkpoint logged step 4
+        fh.write("4,9.9,9.9,0,0,0,1e-3,1.0,1.0\n")
     train(split, resume=True, images=pool, backbone=embedded_backbone)
     a, b = _params(tmp_path / "straight" / "wrc.safetensors"), _params(tmp_path / "split" / "wrc.safetensors")
     assert a.keys() == b.keys()

@@ -115,6 +115,16 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def _drop_log_rows_after(log_path: Path, step: int) -> None:
+    """Keep the header and the rows of steps ≤ ``step``: a run stopped between checkpoints logged steps that the
+    resumed run replays and logs again."""
+    lines = log_path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [row for row in lines[1:] if row.strip() and int(row.split(",", 1)[0]) <= step]
+    if len(kept) != len(lines):
+        with atomic_path(log_path) as tmp:
+            tmp.write_text("".join(kept))
+
+
 class ImagePool:
     """The training images of several folders, indexable; unreadable files are skipped and reported once."""
 
@@ -310,7 +320,9 @@ def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, st
     log_path = out / "log.csv"
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        if not resume or not log_path.exists():
+        if resume and log_path.exists():
+            _drop_log_rows_after(log_path, step)
+        else:
             log_path.write_text(",".join(["step", "loss", *LOSS_NAMES, "lr", "images_per_s", "elapsed_s"]) + "\n")
     weights = {k: float(cfg.loss_weights.get(k, 0.0)) for k in LOSS_NAMES}
     use_amp = device.type == "cuda"
