@@ -47,14 +47,6 @@ QUICK_SIZES = [(1, 8, 8, 8)]
 SCALE, PADDING = 2, 2
 
 
-def exact_available() -> bool:
-    try:
-        import wrcup.ops.exact  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def operator_fns(name: str, size, seed: int = 0):
     """(forward, forward+backward) closures for the operator ``name`` at ``size``."""
     torch.manual_seed(seed)
@@ -238,8 +230,7 @@ def run(quick: bool, out: Path, threads: int) -> dict:
     sizes = QUICK_SIZES if quick else FULL_SIZES
     mem_size = (1, 8, 16, 16) if quick else (1, 384, 128, 128)
     print(f"threads {threads}; sizes {sizes}; memory at {mem_size}", file=sys.stderr, flush=True)
-    has_exact = exact_available()
-    operators = [n for n in OPERATORS if has_exact or n != "wrc-exact"]
+    operators = list(OPERATORS)
     result = {
         "machine": {
             "cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
@@ -250,10 +241,8 @@ def run(quick: bool, out: Path, threads: int) -> dict:
         "quick": quick,
         "scale": SCALE,
         "padding": PADDING,
-        "exact_available": has_exact,
         "sizes": [],
         "memory": {"size": list(mem_size), "rows": []},
-        "exact": [],
     }
     for size in sizes:
         large = size[1] * size[2] * size[3] >= 384 * 64 * 64
@@ -292,8 +281,7 @@ def run(quick: bool, out: Path, threads: int) -> dict:
             "forward_mib": peak_memory(name, mem_size, False, threads),
             "forward_backward_mib": peak_memory(name, mem_size, True, threads),
         })
-    if has_exact:
-        result["exact"] = exact_stats(sizes[0], quick)
+    result["exact"] = exact_stats(sizes[0], quick)
 
     result["machine"]["load_average_end"] = list(os.getloadavg())
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -309,8 +297,6 @@ def markdown(result: dict) -> str:
         + (" (quick smoke run)" if result["quick"] else ""),
         "",
     ]
-    if not result["exact_available"]:
-        lines += ["wrc-exact: skipped (wrcup.ops.exact is missing).", ""]
     for entry in result["sizes"]:
         B, C, h, w = entry["size"]
         lines += [

@@ -20,8 +20,7 @@ def test_ops_benchmark_quick(tmp_path):
     result = json.loads(out.read_text())
     assert result["quick"] is True and result["machine"]["threads"] == 1
     (entry,) = result["sizes"]
-    expected = {"wrc-reference", "wrc-aligned", "converse2d", "transposed", "bilinear"}
-    expected |= {"wrc-exact"} if result["exact_available"] else set()
+    expected = {"wrc-reference", "wrc-aligned", "wrc-exact", "converse2d", "transposed", "bilinear"}
     assert set(entry["operators"]) == expected
     for row in [*entry["operators"].values(), entry["transcription_layer"], entry["solve_reference"], entry["solve_transcription"]]:
         assert all(math.isfinite(v) and v >= 0 for v in row.values())
@@ -29,7 +28,6 @@ def test_ops_benchmark_quick(tmp_path):
     assert all(math.isfinite(v) and v > 0 for v in entry["ratios"].values())
     assert [r["operator"] for r in result["memory"]["rows"]] == ["wrc-reference"]
     assert all(r["forward_mib"] is not None for r in result["memory"]["rows"])
-    if result["exact_available"]:
-        assert [r["dtype"] for r in result["exact"]] == ["float32", "float64"]
-        assert all(r["iterations"] >= 1 and r["converged"] for r in result["exact"])
+    assert [r["dtype"] for r in result["exact"]] == ["float32", "float64"]
+    assert all(r["iterations"] >= 1 and r["converged"] for r in result["exact"])
     assert "| wrc-reference |" in res.stdout and "floor (FFT + convs)" in res.stdout
