@@ -37,6 +37,20 @@ def embedded_backbone():
     return backbones.load("dinov2-s14-imgfocus")
 
 
+@pytest.fixture(scope="session")
+def other_weights_backbone(embedded_backbone, tmp_path_factory):
+    """The embedded architecture loaded from a local file holding slightly different weights (norm bias + 0.01)."""
+    from safetensors.torch import save_file
+
+    from wrcup import backbones
+
+    state = {k: v.clone() for k, v in embedded_backbone.model.state_dict().items()}
+    state["norm.bias"] += 0.01
+    path = tmp_path_factory.mktemp("other-weights") / "other-weights.safetensors"
+    save_file(state, str(path))
+    return backbones.load(embedded_backbone.name, weights=path)
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tests use one thread: the tensors are small, and on a busy 2-core machine OpenMP spin-waiting

@@ -205,6 +205,28 @@ def test_last_block_keys_bias_removal_and_cache(embedded_backbone, tmp_path):
     torch.testing.assert_close(unbiased, raw - bias.view(1, -1, 1, 1), atol=2e-2 * raw.abs().max().item(), rtol=0)
 
 
+def test_feature_cache_is_keyed_on_weights_and_image_bytes(embedded_backbone, other_weights_backbone, real_photos,
+                                                           tmp_path):
+    """Other backbone weights never read the entries of these; a copied image keeps its key; features and
+    keys of one image are separate entries."""
+    from wrcup.eval.extract import file_key
+
+    copy = tmp_path / "copy.jpg"
+    copy.write_bytes(real_photos[0].read_bytes())
+    key = file_key(real_photos[0])
+    assert file_key(copy) == key and file_key(real_photos[1]) != key
+    ex = _extractor(embedded_backbone, "none", cache=tmp_path)
+    other = _extractor(other_weights_backbone, "none", cache=tmp_path)
+    assert other_weights_backbone.weights_identity() != embedded_backbone.weights_identity()
+    assert ex.cache_file(key, (56, 56)) != other.cache_file(key, (56, 56))
+    assert ex.cache_file(key, (56, 56)) != ex.cache_file(key, (56, 56), kind="keys")
+    assert ex.cache_file(key, (56, 56)) != ex.cache_file(key, (56, 70))
+    image = torch.rand(1, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    mine, theirs = ex.low_res(image, [key]), other.low_res(image, [key])  # both fill the same folder
+    torch.testing.assert_close(ex.low_res(image, [key]), mine)  # read back from the cache
+    assert not torch.allclose(mine, theirs)
+
+
 @pytest.mark.parametrize("method", ["none", "bilinear", "learned"])
 def test_discovery_davis_first_frames(embedded_backbone, davis_root, learned_parts, method):
     ex = _extractor(embedded_backbone, method, learned_parts[1])

@@ -79,6 +79,7 @@ class _NoBackbone(torch.nn.Module):
         super().__init__()
         self.patch_size, self.dim, self.mean, self.std = real.patch_size, real.dim, real.mean, real.std
         self.normalise = real.normalise  # cheap: the guidance image is still normalised every step
+        self.weights_identity = real.weights_identity  # the cache key: same weights, same entries
 
     def forward(self, images):
         raise AssertionError("the backbone ran although its targets were cached")
@@ -96,7 +97,8 @@ def test_cached_targets_with_full_view_loss(tmp_path, pool, embedded_backbone):
     assert second["final_losses"]["full"] > 0 and second["final_losses"]["global"] == 0
 
 
-def test_target_cache_is_keyed_on_image_bytes_not_paths(tmp_path, photo_dir, embedded_backbone):
+def test_target_cache_is_keyed_on_image_bytes_not_paths(tmp_path, photo_dir, embedded_backbone,
+                                                        other_weights_backbone):
     """A copied folder (new paths, new mtimes) reuses the cache; an edited image or other weights do not."""
     from wrcup.train.trainer import TargetSource
 
@@ -106,24 +108,21 @@ def test_target_cache_is_keyed_on_image_bytes_not_paths(tmp_path, photo_dir, emb
         shutil.copy(f, copy / f.name)  # shutil.copy: fresh mtimes
     cfg = TrainConfig(data=["unused"], out=str(tmp_path), cache_targets=str(tmp_path / "cache"), **SMALL)
 
-    def names(folder, config):
+    def names(folder, backbone=embedded_backbone):
         with pytest.warns(RuntimeWarning, match="unreadable"):
             pool = ImagePool([str(folder)])
-        source = TargetSource(pool, embedded_backbone, config, torch.device("cpu"))
+        source = TargetSource(pool, backbone, cfg, torch.device("cpu"))
         return [source._cache_file(i).name for i in range(len(pool))]
 
-    original = names(photo_dir, cfg)
+    original = names(photo_dir)
     assert len(set(original)) == len(original) == 4
-    assert names(copy, cfg) == original
+    assert names(copy) == original
     edited = sorted(p for p in copy.iterdir() if p.name != "broken.jpg")[0]
     edited.write_bytes(edited.read_bytes() + b"\0")  # same picture, different bytes: must not be trusted
-    changed = names(copy, cfg)
+    changed = names(copy)
     assert changed[0] != original[0] and changed[1:] == original[1:]
-    other_weights = tmp_path / "weights.safetensors"
-    other_weights.write_bytes(b"stand-in weight file")
-    assert set(names(photo_dir, TrainConfig(
-        data=["unused"], out=str(tmp_path), cache_targets=str(tmp_path / "cache"),
-        backbone_weights=str(other_weights), **SMALL))).isdisjoint(original)
+    assert set(names(photo_dir, other_weights_backbone)).isdisjoint(original)
+
 
 
 def test_resume_rejects_a_changed_config(tmp_path, pool, embedded_backbone, one_thread):

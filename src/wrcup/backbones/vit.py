@@ -21,6 +21,7 @@ Forward:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_finite, check_tensor
+from .._io import file_sha256
 
 _POS_CACHE_SIZE = 16
 
@@ -104,6 +106,7 @@ class Backbone(nn.Module):
             timm_name = f"{arch}.{tag}" if tag else arch
         self.timm_name = timm_name
         self.weights = weights
+        self._weights_identity: str | None = None
         self.patch_size = int(patch[0])
         self.dim = int(model.embed_dim)
         last_attn = model.blocks[-1].attn
@@ -120,6 +123,19 @@ class Backbone(nn.Module):
         self._pos_cache: dict[tuple, torch.Tensor] = {}
         model.eval().requires_grad_(False)
         super().train(False)
+
+    def weights_identity(self) -> str:
+        """What the loaded weights are, for cache keys: ``sha256:…`` of a local weight file (hashed once per
+        backbone) or of the embedded backbone's converted weights, else the weights label (``hub:<timm name>``)."""
+        if self._weights_identity is None:
+            checksum = self._extra_metadata.get("weights_sha256")
+            if checksum:
+                self._weights_identity = f"sha256:{checksum}"
+            elif self.weights and Path(self.weights).is_file():
+                self._weights_identity = f"sha256:{file_sha256(self.weights)}"
+            else:
+                self._weights_identity = str(self.weights)
+        return self._weights_identity
 
     # ----------------------------------------------------------------------------------------- geometry
     def grid_size(self, height: int, width: int) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """``wrcup eval compare``: chosen tasks × methods × models in one run → one JSON, a Markdown table, a bar chart.
 
 Each model is loaded once; its backbone's features are cached on disk (``cache_dir``, a temporary folder when
-not given) and the cache is keyed by backbone, input size and image, so every method of every model on the
+not given) and the cache is keyed by backbone and its weights, input size and image bytes, so every method of every model on the
 same backbone reuses them: the backbone runs once per image and input size. ``none`` and ``bilinear`` are
 computed once per backbone, not once per model. With ``parts_dir`` every finished result is kept on disk, so a
 long comparison that is interrupted (or extended by a model) resumes without recomputing what it had.
@@ -36,10 +36,9 @@ def _is_checkpoint(name_or_path) -> bool:
     return str(name_or_path) in SHIPPED_CHECKPOINTS or str(name_or_path).endswith(".safetensors")
 
 
-def _cell_key(task: str, method: str, subject: str, options: dict, backbone_weights) -> str:
-    """Identity of one result: what was measured, on what, with which options (json, sorted keys)."""
-    record = {"task": task, "method": method, "subject": subject, "options": options,
-              "backbone_weights": None if backbone_weights is None else str(backbone_weights)}
+def _cell_key(task: str, method: str, subject: str, options: dict, weights_identity: str) -> str:
+    """Identity of one result: what was measured, on what (subject and backbone weights), with which options."""
+    record = {"task": task, "method": method, "subject": subject, "options": options, "weights": weights_identity}
     return hashlib.sha1(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -66,8 +65,9 @@ def run_compare(tasks: list[str], methods: list[str], models: list[str], task_op
         models: checkpoint names / .safetensors paths, or backbone names.
         task_options: per task, the runner's keyword arguments (``progress`` excluded).
         parts_dir: when given, every finished (task, method, model) result is written there at once, and a later
-            run with the same task options, method and model (checkpoints identified by their file's sha256)
-            reuses it instead of recomputing: an interrupted comparison resumes where it stopped.
+            run with the same task options, method, model and backbone weights (checkpoints and weight files
+            identified by their sha256) reuses it instead of recomputing: an interrupted comparison resumes where
+            it stopped.
     Returns:
         ``{"tasks", "methods", "models", "runs": [{"model", "method", "task", "backbone", "result"} or
         {..., "skipped": reason}], "primary_metrics": {task: {"key", "higher_is_better", "label"}}}``.
@@ -106,7 +106,7 @@ def run_compare(tasks: list[str], methods: list[str], models: list[str], task_op
                 extractor = None
                 for task in tasks:
                     options = task_options.get(task, {})
-                    key = _cell_key(task, method, subject, options, backbone_weights)
+                    key = _cell_key(task, method, subject, options, backbone.weights_identity())
                     run = {"model": str(model), "method": method, "task": task, "backbone": backbone_name,
                            "operator": meta.get("operator") if method == "learned" else None}
                     if key in computed:

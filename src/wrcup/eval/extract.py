@@ -6,7 +6,8 @@ Methods:
     ``learned``   the model's trained upsampler (2× grid).
 
 The backbone's features of an image are the expensive part and are the same for every method, so the cache
-stores those (float16, keyed by backbone, input size and file identity); methods are applied on top.
+stores those (float16, keyed by backbone name and weights, input size and image bytes); methods are applied
+on top.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_choice
-from .._io import atomic_path
+from .._io import atomic_path, file_sha256
 
 METHODS = ("none", "bilinear", "learned")
 
@@ -54,14 +55,21 @@ class FeatureExtractor:
     def device(self):
         return next(self.backbone.parameters()).device
 
+    def cache_file(self, key: str | None, size: tuple[int, int], kind: str = "features") -> Path | None:
+        """Cache entry for one image's backbone output of type ``kind`` at input ``size`` (None without a cache
+        or a key): keyed by the backbone's name and weights, so other weights never read these entries."""
+        if self.cache_dir is None or key is None:
+            return None
+        tag = f"{kind}|{self.backbone.name}|{self.backbone.weights_identity()}|{tuple(size)}|{key}"
+        return self.cache_dir / (hashlib.sha1(tag.encode()).hexdigest()[:24] + ".safetensors")
+
     def low_res(self, images: torch.Tensor, keys: list[str] | None = None) -> torch.Tensor:
         """Backbone features B×C×h×w, from the cache when ``keys`` (one per image) are given and cached."""
         if self.cache_dir is None or keys is None:
             return self.backbone(images.to(self.device))
         from safetensors.torch import load_file, save_file
 
-        tag = f"{getattr(self.backbone, 'name', 'backbone')}|{tuple(images.shape[-2:])}"
-        files = [self.cache_dir / (hashlib.sha1(f"{tag}|{k}".encode()).hexdigest()[:24] + ".safetensors") for k in keys]
+        files = [self.cache_file(k, images.shape[-2:]) for k in keys]
         if all(f.exists() for f in files):
             return torch.stack([load_file(str(f))["features"] for f in files]).float().to(self.device)
         feats = self.backbone(images.to(self.device))
@@ -82,10 +90,8 @@ class FeatureExtractor:
 
 
 def file_key(path: str | Path) -> str:
-    """Identity of an image file for caching: resolved path, size and modification time."""
-    p = Path(path).resolve()
-    st = p.stat()
-    return f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    """Identity of an image file for caching: the sha256 of its bytes (a copied dataset keeps its cache)."""
+    return file_sha256(path)
 
 
 def resize_to_grid(image: torch.Tensor, short_side: int, patch: int) -> torch.Tensor:

@@ -378,18 +378,13 @@ def last_block_keys(extractor: FeatureExtractor, image: torch.Tensor, key: str |
     ``remove_bias`` subtracts the key projection's bias, which attention ignores (it adds the same q·b to
     every logit of a query) but which dominates the cosine between keys of some backbones.
     """
-    import hashlib
-
     from safetensors.torch import load_file, save_file
 
     from .._io import atomic_path
 
     backbone = extractor.backbone
     device = next(backbone.parameters()).device
-    cache = None
-    if extractor.cache_dir is not None and key is not None:
-        tag = f"keys|{getattr(backbone, 'name', 'backbone')}|{tuple(image.shape[-2:])}|{key}"
-        cache = extractor.cache_dir / (hashlib.sha1(tag.encode()).hexdigest()[:24] + ".safetensors")
+    cache = extractor.cache_file(key, image.shape[-2:], kind="keys")
     if cache is not None and cache.exists():
         keys = load_file(str(cache))["keys"].float()[None].to(device)
     else:

@@ -165,8 +165,7 @@ class TargetSource:
         self.cache_dir = Path(cfg.cache_targets) if cfg.cache_targets else None
         self.need_full = float(cfg.loss_weights.get("full", 0.0)) != 0.0
         self._digests: list[str | None] = [None] * len(images)
-        weights = cfg.backbone_weights
-        self._weights_id = file_sha256(weights) if self.cache_dir and weights and os.path.isfile(weights) else str(weights)
+        self._weights_id = backbone.weights_identity() if self.cache_dir else None
 
     def _views(self, idx: list[int], gens: list[torch.Generator]):
         high = torch.stack([square_view(self.images.load(i), self.cfg.high_res) for i in idx]).to(self.device)
@@ -184,7 +183,7 @@ class TargetSource:
 
     def _cache_file(self, i: int) -> Path:
         # keyed on the image's bytes, not its path or mtime: a copied or restored image folder keeps its cache,
-        # and a changed image, backbone weight file or crop setting gets new targets
+        # and a changed image, backbone weights or crop setting gets new targets
         key = f"v2|{self._image_digest(i)}|{self.cfg.backbone}|{self._weights_id}|{self.cfg.high_res}|" \
               f"{self.cfg.crops}|{self.cfg.crop_align}|{self.cfg.seed}"
         return self.cache_dir / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".safetensors")
