@@ -1,8 +1,8 @@
 """``wrcup eval compare``: chosen tasks × methods × models in one run → one JSON, a Markdown table, a bar chart.
 
 Each model is loaded once; its backbone's features are cached on disk (``cache_dir``, a temporary folder when
-not given) and the cache is keyed by backbone and its weights, input size and image bytes, so every method of every model on the
-same backbone reuses them: the backbone runs once per image and input size. ``none`` and ``bilinear`` are
+not given) and the cache is keyed by backbone and its weights, input size and image bytes, so every method of
+every model on the same backbone reuses them: the backbone runs once per image and input size. ``none`` and ``bilinear`` are
 computed once per backbone, not once per model. With ``parts_dir`` every finished result is kept on disk, so a
 long comparison that is interrupted (or extended by a model) resumes without recomputing what it had.
 """
