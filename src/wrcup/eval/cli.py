@@ -1,5 +1,5 @@
 """``wrcup eval TASK``: one command per task, JSON out; ``wrcup eval compare`` runs several tasks for several
-models and methods in one go (JSON, Markdown table, bar chart)."""
+models and methods in one go (JSON, Markdown table, dot chart)."""
 from __future__ import annotations
 
 import argparse
@@ -153,7 +153,7 @@ def add_eval_parser(sub) -> None:
         _common(p)
         _add_task_options(p, task, prefixed=False)
         p.set_defaults(func=_run)
-    p = ev.add_parser("compare", help="several tasks × methods × models in one run: JSON, Markdown table, bar chart")
+    p = ev.add_parser("compare", help="several tasks × methods × models in one run: JSON, Markdown table, dot chart")
     p.add_argument("--tasks", type=_csv, required=True, help=f"comma-separated, from {', '.join(TASKS)}")
     p.add_argument("--methods", type=_csv, default=list(_METHODS), help="comma-separated (default all three)")
     p.add_argument("--models", nargs="+", default=["wrc-dinov2-s14-imgfocus"],
