@@ -225,8 +225,7 @@ def comparison_chart(result: dict, path: str | Path) -> Path:
 
     fig = comparison_figure(result)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    try:  # atomic_path creates the parent folders
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=120, format="png")
     finally:
@@ -237,7 +236,6 @@ def comparison_chart(result: dict, path: str | Path) -> Path:
 def write_outputs(result: dict, out_json: str | Path) -> dict[str, Path]:
     """Write ``out_json``, and next to it the Markdown table (.md) and the chart (.png)."""
     out_json = Path(out_json)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_json) as tmp:
         tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
     md = out_json.with_suffix(".md")
