@@ -97,8 +97,13 @@ def test_davis2016_real_data(fx):
     if not root.is_dir():
         pytest.skip(f"real DAVIS data not found at {root}")
     ds = DavisDataset(root, year="2016", split="val")
-    assert ds.sequences == ["blackswan", "car-shadow", "dog", "kite-surf", "motocross-jump"]
-    assert sum(len(ds.frames(s)) for s in ds.sequences) == 240
+    # the dev set's README: ten sequences (the first five were the set until 2026-11-29), 659 frames
+    assert ds.sequences == ["blackswan", "car-shadow", "dog", "kite-surf", "motocross-jump",
+                            "bmx-trees", "breakdance", "cows", "drift-chicane", "soapbox"]
+    frame_counts = {s: len(ds.frames(s)) for s in ds.sequences}
+    assert frame_counts == {"blackswan": 50, "car-shadow": 40, "dog": 60, "kite-surf": 50, "motocross-jump": 40,
+                            "bmx-trees": 80, "breakdance": 84, "cows": 104, "drift-chicane": 52, "soapbox": 99}
+    assert sum(frame_counts.values()) == 659
     assert all(len(ds.frames(s)) == len(ds.masks(s)) for s in ds.sequences)
     item = ds[0]
     assert item["first_mask"].shape == (480, 854) and set(item["first_mask"].unique().tolist()) == {0, 1}
