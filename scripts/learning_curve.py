@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""Learning curve of a training run: feature fidelity of every kept snapshot, against bilinear.
+
+For each ``step-*.safetensors`` in RUN_DIR (written by ``wrcup train --keep-every N``) and for bilinear, the
+fidelity protocol of ``wrcup eval fidelity`` (cosine and NMSE against the backbone's own features at twice the
+input size) on each named image set at each input size. Results accumulate in OUT (JSON, rewritten atomically
+after every cell, so an interrupted run resumes where it stopped); a PNG plot is drawn next to it.
+
+    python scripts/learning_curve.py RUN_DIR --set davis=DAVIS/JPEGImages/480p:10 --set heldout=VAL_DIR:1 \
+        --sizes 224 448 --cache FEATURE_CACHE --out docs/results/learning-curve.json
+
+``NAME=FOLDER:EVERY`` takes every EVERY-th image of FOLDER (sorted, searched recursively).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+
+def snapshots(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every ``step-<N>.safetensors`` in ``run_dir``, by step."""
+    found = []
+    for path in run_dir.glob("step-*.safetensors"):
+        match = re.fullmatch(r"step-(\d+)\.safetensors", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def parse_set(text: str) -> tuple[str, Path, int]:
+    try:
+        name, rest = text.split("=", 1)
+        folder, every = rest.rsplit(":", 1) if ":" in rest else (rest, "1")
+        return name, Path(folder), int(every)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--set must be NAME=FOLDER[:EVERY], got {text!r}") from None
+
+
+def plot(result: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from wrcup._io import atomic_path
+
+    cells = result["cells"]
+    series = sorted({(c["set"], c["size"]) for c in cells})
+    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.4), squeeze=False)
+    for ax, (name, size) in zip(axes[0], series):
+        learned = sorted((c["step"], c["cosine"]) for c in cells
+                         if c["set"] == name and c["size"] == size and c["method"] == "learned")
+        bilinear = [c["cosine"] for c in cells if c["set"] == name and c["size"] == size and c["method"] == "bilinear"]
+        if learned:
+            ax.plot(*zip(*learned), marker="o", label="learned")
+        if bilinear:
+            ax.axhline(bilinear[0], color="grey", linestyle="--", label="bilinear")
+        ax.set_title(f"{name}: {size} → {2 * size}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("mean cosine to backbone features")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--set", dest="sets", type=parse_set, action="append", required=True,
+                   help="NAME=FOLDER[:EVERY], repeatable")
+    p.add_argument("--sizes", type=int, nargs="+", default=[224, 448], help="input shorter sides (default 224 448)")
+    p.add_argument("--cache", default=None, help="backbone feature cache folder (shared with wrcup eval)")
+    p.add_argument("--out", type=Path, required=True, help="JSON result (resumed if it exists)")
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+
+    import torch
+
+    from wrcup._io import atomic_path
+    from wrcup.data.images import list_images
+    from wrcup.eval import tasks
+    from wrcup.eval.extract import FeatureExtractor, load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    steps = snapshots(args.run_dir)
+    if not steps:
+        raise SystemExit(f"error: no step-*.safetensors in {args.run_dir} (train with --keep-every N)")
+    result = json.loads(args.out.read_text()) if args.out.exists() else {"run": str(args.run_dir), "cells": []}
+    done = {(c["method"], c["step"], c["set"], c["size"]) for c in result["cells"]}
+    images = {name: sorted(list_images(folder))[::every] for name, folder, every in args.sets}
+    result["sets"] = {name: {"folder": str(folder), "every": every, "num_images": len(images[name])}
+                      for name, folder, every in args.sets}
+
+    def save() -> None:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(result, indent=1) + "\n")
+
+    # bilinear once (step None), then every snapshot in step order
+    jobs = [("bilinear", None, steps[0][1])] + [("learned", step, path) for step, path in steps]
+    for method, step, path in jobs:
+        todo = [(n, s) for n in images for s in args.sizes if (method, step, n, s) not in done]
+        if not todo:
+            continue
+        backbone, upsampler, _ = load_model(str(path), method)
+        extractor = FeatureExtractor(backbone, upsampler, method, cache_dir=args.cache)
+        for name, size in todo:
+            cell = tasks.fidelity(extractor, images[name], size=size, progress=sys.stderr.isatty())
+            result["cells"].append({"method": method, "step": step, "set": name, "size": size,
+                                    "cosine": cell["cosine"], "nmse": cell["nmse"], "num_images": cell["num_images"]})
+            save()
+            print(f"{method:8s} step {step!s:>6} {name:8s} {size}->{2 * size}: cosine {cell['cosine']:.4f} "
+                  f"nmse {cell['nmse']:.4f}", flush=True)
+    save()
+    plot(result, args.out.with_suffix(".png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

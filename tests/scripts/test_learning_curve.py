@@ -1,0 +1,60 @@
+"""scripts/learning_curve.py on one real photo: bilinear and two snapshots, resumed, plotted."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("learning_curve", REPO / "scripts" / "learning_curve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_learning_curve_runs_resumes_and_plots(tmp_path, real_photos, capsys):
+    lc = _script()
+    run = tmp_path / "run"
+    run.mkdir()
+    shipped = REPO / "src" / "wrcup" / "checkpoints" / "wrc-dinov2-s14-imgfocus.safetensors"
+    shutil.copy(shipped, run / "step-200.safetensors")
+    (run / "step-notanumber.safetensors").write_bytes(b"")  # ignored: not a snapshot name
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(real_photos[0], images / real_photos[0].name)
+    out = tmp_path / "curve.json"
+    argv = [str(run), "--set", f"one={images}:1", "--sizes", "28", "--cache", str(tmp_path / "cache"),
+            "--out", str(out)]
+    assert lc.main(argv) == 0
+    cells = json.loads(out.read_text())["cells"]
+    assert [(c["method"], c["step"]) for c in cells] == [("bilinear", None), ("learned", 200)]
+    assert all(0.0 < c["cosine"] <= 1.0 and c["num_images"] == 1 for c in cells)
+    # a second snapshot: only its cell is computed, the others are kept as they were
+    shutil.copy(shipped, run / "step-1000.safetensors")
+    capsys.readouterr()
+    assert lc.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "step   1000" in printed and "step    200" not in printed
+    again = json.loads(out.read_text())["cells"]
+    assert again[:2] == cells and again[2]["step"] == 1000
+    assert again[2]["cosine"] == pytest.approx(cells[1]["cosine"], abs=1e-6)  # same weights, same number
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_learning_curve_needs_snapshots(tmp_path):
+    with pytest.raises(SystemExit, match="--keep-every"):
+        _script().main([str(tmp_path), "--set", f"x={tmp_path}:1", "--out", str(tmp_path / "o.json")])
+
+
+def test_parse_set_names_the_flag():
+    lc = _script()
+    assert lc.parse_set("davis=/data/x:10") == ("davis", Path("/data/x"), 10)
+    assert lc.parse_set("val=/data/v") == ("val", Path("/data/v"), 1)
+    with pytest.raises(Exception, match="--set"):
+        lc.parse_set("no-equals-sign")
