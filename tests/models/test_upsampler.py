@@ -216,31 +216,153 @@ def test_gradient_reaches_every_parameter():
     assert feats.grad is not None and feats.grad.abs().sum() > 0
 
 
-# ---------------------------------------------------------------------------------- foreign state dicts
-def _authors_like(state: dict) -> dict:
-    """The same tensors under other names, feature path and operator first, image branch last."""
-    image = [(k, v) for k, v in state.items() if k.startswith("image_branch.")]
-    rest = [(k, v) for k, v in state.items() if not k.startswith("image_branch.")]
-    out = {}
-    for i, (k, v) in enumerate(rest + image):
-        parts = k.split(".")
-        name = ".".join(parts[1:]) if parts[0] == "operator" else f"layer{i}.{parts[-1]}"
-        out[f"upsampler.wrc.{name}" if parts[0] == "operator" else f"m.{name}"] = v.clone()
+# ------------------------------------------------------------------------------ the authors' state dicts
+# Their module names (the facts stated in docs/DESIGN.md, "The authors' checkpoints"), written out here by hand
+# as an oracle independent of the module's table: (their module, ours) in the order of their state dict.
+REFERENCE_BLOCKS = [
+    ("up1.up", "operator"), ("up1.conv.0", "feature_path.0"), ("up1.conv.1", "feature_path.1"),
+    ("up1.conv_1.0", "fuse"), ("outc", "head"), ("in_conv.0", "image_branch.stem.0"),
+    ("in_conv.1", "image_branch.stem.1"),
+    *[(f"image_convs_1.{i}", f"image_branch.quarter.{i}") for i in range(4)],
+    *[(f"image_convs_2.{i}", f"image_branch.coarse.{i}") for i in range(2)],
+]
+
+
+def reference_layout(C: int, G: int = 32) -> list[tuple[str, tuple]]:
+    """The authors' (name, shape) entries, in their order, for the 2× network on C channels."""
+    M = (C + G) // 2
+    out = [("up1.up.weight", (1, M, 2, 2)), ("up1.up.bias", (1, M, 1, 1)),
+           ("up1.up.w_conv_low.weight", (M, M, 3, 3)), ("up1.up.w_conv_high.weight", (M, M, 3, 3))]
+
+    def bn(name, n):
+        out.extend([(f"{name}.weight", (n,)), (f"{name}.bias", (n,)), (f"{name}.running_mean", (n,)),
+                    (f"{name}.running_var", (n,)), (f"{name}.num_batches_tracked", ())])
+
+    def bottleneck(name, i, o, downsample):
+        for k, (a, b, size) in enumerate([(i, i, 1), (i, i, 3), (i, o, 1)], start=1):
+            out.append((f"{name}.conv{k}.weight", (b, a, size, size)))
+            bn(f"{name}.bn{k}", b)
+        if downsample:
+            out.append((f"{name}.downsample.0.weight", (o, i, 1, 1)))
+            bn(f"{name}.downsample.1", o)
+
+    bottleneck("up1.conv.0", C + G, M, True)
+    bottleneck("up1.conv.1", M, M, False)
+    bottleneck("up1.conv_1.0", M + G, C // 2, True)
+    out += [("outc.weight", (C, C // 2, 1, 1)), ("outc.bias", (C,)), ("in_conv.0.weight", (G, 3, 1, 1))]
+    bn("in_conv.1", G)
+    for i in range(4):
+        bottleneck(f"image_convs_1.{i}", G, G, i % 2 == 0)
+    for i in range(2):
+        bottleneck(f"image_convs_2.{i}", G, G, i == 0)
     return out
 
 
-@pytest.mark.parametrize("op", ["transposed", "wrc-reference"])
-def test_load_reference_state_dict_maps_foreign_names(op):
-    torch.manual_seed(7)
-    source = build_upsampler(op, 16, 14)
-    for p in source.parameters():  # make every entry distinguishable
-        p.data.normal_()
-    state = source.state_dict()
-    renamed_in_order = {f"x{i}.{k.rsplit('.', 1)[-1]}": v for i, (k, v) in enumerate(state.items())}
-    for foreign in (renamed_in_order, _authors_like(state)):
-        target = build_upsampler(op, 16, 14)
-        target.load_reference_state_dict(foreign)
+def _ours(their_name: str) -> str:
+    for theirs, ours in REFERENCE_BLOCKS:
+        if their_name.startswith(theirs + "."):
+            return ours + their_name[len(theirs):].replace(".downsample.", ".shortcut.")
+    raise AssertionError(their_name)
+
+
+def _randomised(model: WRCUpsampler, seed: int) -> WRCUpsampler:
+    """Every entry distinguishable (BN statistics too), eval mode so the statistics are used."""
+    g = torch.Generator().manual_seed(seed)
+    for name, t in model.state_dict().items():
+        if name.endswith("num_batches_tracked"):
+            t.fill_(int(torch.randint(1, 1000, (), generator=g)))
+        elif name.endswith("running_var"):
+            t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+        else:
+            t.copy_(torch.randn(t.shape, generator=g) * 0.1)
+    return model.eval()
+
+
+def _authors_state_dict(model: WRCUpsampler, C: int) -> dict:
+    """``model``'s tensors under the authors' names and in their order (built with the oracle above)."""
+    state = model.state_dict()
+    out = {}
+    for name, shape in reference_layout(C):
+        out[name] = state[_ours(name)].clone()
+        assert tuple(out[name].shape) == shape, name
+    assert len(out) == len(state)
+    return out
+
+
+def test_reference_layout_oracle_has_the_reference_size():
+    layout = reference_layout(384)
+    assert len(layout) == 204 and len({n for n, _ in layout}) == 204
+    assert sum(torch.Size(s).numel() for n, s in layout
+               if not n.endswith(("running_mean", "running_var", "num_batches_tracked"))) == 3_979_216
+
+
+def test_authors_state_dict_in_any_order_loads_to_the_same_network():
+    """The authors' entries, in their order and shuffled, load by NAME: same tensors, same outputs."""
+    C = 384
+    source = _randomised(WRCUpsampler(C, 14), seed=1)
+    theirs = _authors_state_dict(source, C)
+    perm = torch.randperm(len(theirs), generator=torch.Generator().manual_seed(2)).tolist()
+    names = list(theirs)
+    shuffled = {names[i]: theirs[names[i]] for i in perm}
+    image, feats = inputs(14, h=2, w=2, dim=C, batch=1)
+    with torch.no_grad():
+        expected = source(image, feats)
+    for state in (theirs, shuffled):
+        target = WRCUpsampler(C, 14)
+        target.load_reference_state_dict(state)
         for k, v in target.state_dict().items():
-            torch.testing.assert_close(v, state[k], rtol=0, atol=0, msg=k)
-    with pytest.raises(ValueError, match="entries"):
-        build_upsampler(op, 16, 14).load_reference_state_dict(dict(list(state.items())[:-1]))
+            assert torch.equal(v, source.state_dict()[k]), k
+        with torch.no_grad():
+            assert torch.equal(target.eval()(image, feats), expected)
+
+
+@pytest.mark.parametrize("C,op", [(384, "wrc-reference"), (16, "wrc-reference"), (16, "transposed")])
+def test_reference_state_dict_has_the_authors_names_shapes_and_order(C, op):
+    model = build_upsampler(op, C, 14)
+    got = [(k, tuple(v.shape)) for k, v in model.reference_state_dict().items()]
+    expected = reference_layout(C)
+    if op == "transposed":  # its operator's own entries differ; the rest of the network is named the same
+        expected = [(n, s) for n, s in expected if not n.startswith("up1.up.")]
+        got = [(n, s) for n, s in got if not n.startswith("up1.up.")]
+    assert got == expected
+
+
+def test_load_state_dict_accepts_the_authors_names_strictly():
+    C = 16
+    source = _randomised(WRCUpsampler(C, 14), seed=3)
+    shuffled = dict(reversed(list(_authors_state_dict(source, C).items())))
+    target = WRCUpsampler(C, 14)
+    result = target.load_state_dict(shuffled, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    for k, v in target.state_dict().items():
+        assert torch.equal(v, source.state_dict()[k]), k
+    # inside another module (prefixed keys): the renaming follows the prefix
+    stacked = StackedUpsampler([WRCUpsampler(C, 14), WRCUpsampler(C, 14)])
+    stacked.load_state_dict({f"passes.{i}.{k}": v for i in range(2) for k, v in shuffled.items()}, strict=True)
+    assert torch.equal(stacked.passes[1].head.weight, source.head.weight)
+    # our own names still load, and the map sends every entry back to itself
+    back = WRCUpsampler(C, 14)
+    back.load_state_dict(source.state_dict(), strict=True)
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in back.state_dict().items())
+
+
+def test_load_reference_state_dict_names_the_offending_key():
+    C = 16
+    source = _randomised(WRCUpsampler(C, 14), seed=4)
+    theirs = _authors_state_dict(source, C)
+    target = WRCUpsampler(C, 14)
+    missing = {k: v for k, v in theirs.items() if k != "image_convs_2.1.bn3.running_var"}
+    with pytest.raises(ValueError, match=r"missing the key 'image_convs_2\.1\.bn3\.running_var'"):
+        target.load_reference_state_dict(missing)
+    with pytest.raises(ValueError, match=r"missing the key 'head\.bias'"):
+        target.load_reference_state_dict({k: v for k, v in source.state_dict().items() if k != "head.bias"})
+    with pytest.raises(ValueError, match=r"unexpected key 'up1\.pre\.weight'"):
+        target.load_reference_state_dict({**theirs, "up1.pre.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match=r"'outc\.weight'\] has shape \(16, 4, 1, 1\), this upsampler expects "
+                                         r"\(16, 8, 1, 1\)"):
+        target.load_reference_state_dict({**theirs, "outc.weight": torch.zeros(16, 4, 1, 1)})
+    with pytest.raises(ValueError, match=r"'head\.weight' twice"):
+        target.load_reference_state_dict({**theirs, "head.weight": theirs["outc.weight"]})
+    # strict=False skips unknown and missing entries but still checks shapes
+    result = target.load_reference_state_dict({"outc.bias": theirs["outc.bias"], "extra": torch.zeros(1)}, strict=False)
+    assert "head.weight" in result.missing_keys and torch.equal(target.head.bias, source.head.bias)
