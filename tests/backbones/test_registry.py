@@ -144,3 +144,13 @@ def test_weights_path_errors(local_weights, tmp_path):
 
 class _NotATensor:
     """An arbitrary pickled object, which torch.load(weights_only=True) must refuse."""
+
+
+def test_geometry_from_the_architecture_alone():
+    """dim and patch size without weights (built on the meta device; nothing is downloaded)."""
+    from wrcup.backbones import geometry
+
+    assert geometry("dinov2-s14-imgfocus") == (384, 14)
+    assert geometry("dinov2-b14") == (768, 14) and geometry("dino-s8") == (384, 8)
+    with pytest.raises(ValueError, match="registered backbone"):
+        geometry("not-a-backbone")

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 from wrcup.models import BilinearUpsampler, Bottleneck, StackedUpsampler, WRCUpsampler, build_upsampler, upsample
 
+from authors_layout import authors_state_dict, randomised, reference_layout
+
 NETWORK_OPS = ["wrc-reference", "wrc-aligned", "wrc-exact", "converse2d", "transposed"]
 ALL_OPS = NETWORK_OPS + ["bilinear"]
 
@@ -216,31 +218,81 @@ def test_gradient_reaches_every_parameter():
     assert feats.grad is not None and feats.grad.abs().sum() > 0
 
 
-# ---------------------------------------------------------------------------------- foreign state dicts
-def _authors_like(state: dict) -> dict:
-    """The same tensors under other names, feature path and operator first, image branch last."""
-    image = [(k, v) for k, v in state.items() if k.startswith("image_branch.")]
-    rest = [(k, v) for k, v in state.items() if not k.startswith("image_branch.")]
-    out = {}
-    for i, (k, v) in enumerate(rest + image):
-        parts = k.split(".")
-        name = ".".join(parts[1:]) if parts[0] == "operator" else f"layer{i}.{parts[-1]}"
-        out[f"upsampler.wrc.{name}" if parts[0] == "operator" else f"m.{name}"] = v.clone()
-    return out
+# ------------------------------------------------------------------------------ the authors' state dicts
+def test_reference_layout_oracle_has_the_reference_size():
+    layout = reference_layout(384)
+    assert len(layout) == 204 and len({n for n, _ in layout}) == 204
+    assert sum(torch.Size(s).numel() for n, s in layout
+               if not n.endswith(("running_mean", "running_var", "num_batches_tracked"))) == 3_979_216
 
 
-@pytest.mark.parametrize("op", ["transposed", "wrc-reference"])
-def test_load_reference_state_dict_maps_foreign_names(op):
-    torch.manual_seed(7)
-    source = build_upsampler(op, 16, 14)
-    for p in source.parameters():  # make every entry distinguishable
-        p.data.normal_()
-    state = source.state_dict()
-    renamed_in_order = {f"x{i}.{k.rsplit('.', 1)[-1]}": v for i, (k, v) in enumerate(state.items())}
-    for foreign in (renamed_in_order, _authors_like(state)):
-        target = build_upsampler(op, 16, 14)
-        target.load_reference_state_dict(foreign)
+def test_authors_state_dict_in_any_order_loads_to_the_same_network():
+    """The authors' entries, in their order and shuffled, load by NAME: same tensors, same outputs."""
+    C = 384
+    source = randomised(WRCUpsampler(C, 14), seed=1)
+    theirs = authors_state_dict(source, C)
+    perm = torch.randperm(len(theirs), generator=torch.Generator().manual_seed(2)).tolist()
+    names = list(theirs)
+    shuffled = {names[i]: theirs[names[i]] for i in perm}
+    image, feats = inputs(14, h=2, w=2, dim=C, batch=1)
+    with torch.no_grad():
+        expected = source(image, feats)
+    for state in (theirs, shuffled):
+        target = WRCUpsampler(C, 14)
+        target.load_reference_state_dict(state)
         for k, v in target.state_dict().items():
-            torch.testing.assert_close(v, state[k], rtol=0, atol=0, msg=k)
-    with pytest.raises(ValueError, match="entries"):
-        build_upsampler(op, 16, 14).load_reference_state_dict(dict(list(state.items())[:-1]))
+            assert torch.equal(v, source.state_dict()[k]), k
+        with torch.no_grad():
+            assert torch.equal(target.eval()(image, feats), expected)
+
+
+@pytest.mark.parametrize("C,op", [(384, "wrc-reference"), (16, "wrc-reference"), (16, "transposed")])
+def test_reference_state_dict_has_the_authors_names_shapes_and_order(C, op):
+    model = build_upsampler(op, C, 14)
+    got = [(k, tuple(v.shape)) for k, v in model.reference_state_dict().items()]
+    expected = reference_layout(C)
+    if op == "transposed":  # its operator's own entries differ; the rest of the network is named the same
+        expected = [(n, s) for n, s in expected if not n.startswith("up1.up.")]
+        got = [(n, s) for n, s in got if not n.startswith("up1.up.")]
+    assert got == expected
+
+
+def test_load_state_dict_accepts_the_authors_names_strictly():
+    C = 16
+    source = randomised(WRCUpsampler(C, 14), seed=3)
+    shuffled = dict(reversed(list(authors_state_dict(source, C).items())))
+    target = WRCUpsampler(C, 14)
+    result = target.load_state_dict(shuffled, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    for k, v in target.state_dict().items():
+        assert torch.equal(v, source.state_dict()[k]), k
+    # inside another module (prefixed keys): the renaming follows the prefix
+    stacked = StackedUpsampler([WRCUpsampler(C, 14), WRCUpsampler(C, 14)])
+    stacked.load_state_dict({f"passes.{i}.{k}": v for i in range(2) for k, v in shuffled.items()}, strict=True)
+    assert torch.equal(stacked.passes[1].head.weight, source.head.weight)
+    # our own names still load, and the map sends every entry back to itself
+    back = WRCUpsampler(C, 14)
+    back.load_state_dict(source.state_dict(), strict=True)
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in back.state_dict().items())
+
+
+def test_load_reference_state_dict_names_the_offending_key():
+    C = 16
+    source = randomised(WRCUpsampler(C, 14), seed=4)
+    theirs = authors_state_dict(source, C)
+    target = WRCUpsampler(C, 14)
+    missing = {k: v for k, v in theirs.items() if k != "image_convs_2.1.bn3.running_var"}
+    with pytest.raises(ValueError, match=r"missing the key 'image_convs_2\.1\.bn3\.running_var'"):
+        target.load_reference_state_dict(missing)
+    with pytest.raises(ValueError, match=r"missing the key 'head\.bias'"):
+        target.load_reference_state_dict({k: v for k, v in source.state_dict().items() if k != "head.bias"})
+    with pytest.raises(ValueError, match=r"unexpected key 'up1\.pre\.weight'"):
+        target.load_reference_state_dict({**theirs, "up1.pre.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match=r"'outc\.weight'\] has shape \(16, 4, 1, 1\), this upsampler expects "
+                                         r"\(16, 8, 1, 1\)"):
+        target.load_reference_state_dict({**theirs, "outc.weight": torch.zeros(16, 4, 1, 1)})
+    with pytest.raises(ValueError, match=r"'head\.weight' twice"):
+        target.load_reference_state_dict({**theirs, "head.weight": theirs["outc.weight"]})
+    # strict=False skips unknown and missing entries but still checks shapes
+    result = target.load_reference_state_dict({"outc.bias": theirs["outc.bias"], "extra": torch.zeros(1)}, strict=False)
+    assert "head.weight" in result.missing_keys and torch.equal(target.head.bias, source.head.bias)

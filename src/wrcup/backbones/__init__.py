@@ -194,6 +194,16 @@ def load(name: str = DEFAULT_BACKBONE, weights: str | Path | None = None,
     return backbone.to(device) if device is not None else backbone
 
 
+def geometry(name: str) -> tuple[int, int]:
+    """``(dim, patch_size)`` of a backbone from its architecture alone: nothing is downloaded or read (the model
+    is built on the meta device)."""
+    timm_name, _ = _resolve(name)
+    with torch.device("meta"):
+        model = _create_model(timm_name, pretrained=False)
+    backbone = Backbone(model, name)
+    return backbone.dim, backbone.patch_size
+
+
 def cached_weights_path(name: str = DEFAULT_BACKBONE, build: bool = True) -> Path:
     """Path of the cached converted weights of the embedded backbone (built/verified first when ``build``)."""
     spec = REGISTRY.get(name)
@@ -208,6 +218,6 @@ def cached_weights_path(name: str = DEFAULT_BACKBONE, build: bool = True) -> Pat
 
 __all__ = [
     "Backbone", "BackboneSpec", "CorruptCacheError", "DEFAULT_BACKBONE", "HubUnavailableError", "REGISTRY",
-    "backbone_cache_path", "cache_dir", "cached_weights_path", "list_backbones", "load", "read_weights",
+    "backbone_cache_path", "cache_dir", "cached_weights_path", "geometry", "list_backbones", "load", "read_weights",
     "resize_pos_grid",
 ]

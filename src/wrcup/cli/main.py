@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_eval_parser(sub)
+    from wrcup.cli.convert import add_convert_parser
+    add_convert_parser(sub)
     _add_info(sub)
     return parser
 

@@ -29,12 +29,13 @@ Resampling rule of the guidance (patch size p, token grid h×w): the quarter-res
   (identity for p = 8).
 Bilinear resizes use align_corners=False. g2 is resized to h × w only if stride rounding makes it differ.
 
-State-dict key names are ours (the authors' are not known); :meth:`WRCUpsampler.load_reference_state_dict`
-maps a state dict with other names onto this layout by the order and shape of its entries.
+State-dict names: ours are the attribute paths above; the authors' network names the same modules differently
+(:data:`REFERENCE_MODULE_NAMES`; a Bottleneck's shortcut is their ``downsample``). Both name sets are accepted by
+``load_state_dict`` and :meth:`WRCUpsampler.load_reference_state_dict`: every entry is matched by its exact name
+through that table, never by position, so their entries load correctly in any order.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Mapping, Sequence
 
 import torch
@@ -47,6 +48,7 @@ from ..nn import create_operator, list_operators
 __all__ = [
     "GUIDANCE_CHANNELS",
     "NETWORK_OPERATORS",
+    "REFERENCE_MODULE_NAMES",
     "Bottleneck",
     "ImageGuidance",
     "WRCUpsampler",
@@ -59,6 +61,20 @@ __all__ = [
 GUIDANCE_CHANNELS = 32
 # Operators the network can be built around ("bilinear" in build_upsampler means the parameter-free baseline).
 NETWORK_OPERATORS = ("wrc-reference", "wrc-aligned", "wrc-exact", "converse2d", "transposed", "bilinear")
+
+# The authors' name for each of our module paths, in the order their state dict lists them (the key names of their
+# released 2× network; documented in docs/DESIGN.md). Names below these modules are the same on both sides,
+# except that a Bottleneck's shortcut is their "downsample". The table does not depend on the sizes.
+REFERENCE_MODULE_NAMES = (
+    ("operator", "up1.up"),
+    ("feature_path", "up1.conv"),
+    ("fuse", "up1.conv_1.0"),
+    ("head", "outc"),
+    ("image_branch.stem", "in_conv"),
+    ("image_branch.quarter", "image_convs_1"),
+    ("image_branch.coarse", "image_convs_2"),
+)
+_REFERENCE_CHILD_NAMES = {"shortcut": "downsample"}
 
 
 class Bottleneck(nn.Module):
@@ -192,6 +208,7 @@ class WRCUpsampler(nn.Module):
         self.operator = create_operator(operator, mid, scale=2, **dict(operator_kwargs or {}))
         self.fuse = Bottleneck(mid + G, dim // 2)
         self.head = nn.Conv2d(dim // 2, dim, 1, bias=True)
+        self.register_load_state_dict_pre_hook(_rename_reference_keys)
 
     def forward(self, image: torch.Tensor, features: torch.Tensor, patch_size: float | None = None) -> torch.Tensor:
         """image B×3×H×W (backbone-normalised), features B×dim×h×w → B×dim×2h×2w, dtype of the features.
@@ -215,50 +232,75 @@ class WRCUpsampler(nn.Module):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, patch_size={self.patch_size}, operator={self.operator_name!r}, residual={self.residual}"
 
-    def load_reference_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True):
-        """Load a state dict whose key NAMES may differ from ours (e.g. the authors' checkpoint).
+    def reference_key_map(self) -> dict[str, str]:
+        """Our state-dict name → the authors' name, for every entry, in the authors' order.
 
-        Matching, in order of preference:
-        1. identical key sets → plain ``load_state_dict``;
-        2. same number of entries with the same shapes in the same order → position by position;
-        3. otherwise, entries are grouped by (last name component, shape) — e.g. ("running_var", (32,)) — and
-           matched in order of appearance within each group; the operator's own entries (weight, bias,
-           w_conv_low.weight, w_conv_high.weight — their names are known from the spec) are matched by name
-           suffix first. Rule 3 is correct when the source defines modules of identical shape in the same
-           relative order as we do (image-branch bottlenecks in depth order, feature path before fuse); the
-           image branch and the feature path may come in either order since their shapes differ.
-        Raises ValueError naming the first entry that cannot be matched. Returns ``load_state_dict``'s result.
+        Built from this module's own entries with :data:`REFERENCE_MODULE_NAMES`, so it covers any dim, patch size
+        and operator (a folded copy from :func:`~wrcup.models.fold_batchnorm` simply has fewer entries).
         """
-        ours = self.state_dict()
-        theirs = dict(state_dict)
-        if set(theirs) == set(ours):
-            return self.load_state_dict(theirs, strict=strict)
-        if len(theirs) != len(ours):
-            raise ValueError(f"state_dict has {len(theirs)} entries, this {self.operator_name} upsampler has {len(ours)}")
-        pairs = list(zip(ours.items(), theirs.items()))
-        if all(tuple(a.shape) == tuple(b.shape) for (_, a), (_, b) in pairs):
-            return self.load_state_dict({k: v for (k, _), (_, v) in pairs}, strict=strict)
+        ours = list(self.state_dict())
+        mapping: dict[str, str] = {}
+        for our_module, their_module in REFERENCE_MODULE_NAMES:
+            for key in ours:
+                if key.startswith(our_module + "."):
+                    rest = key[len(our_module) + 1:].split(".")
+                    mapping[key] = ".".join([their_module] + [_REFERENCE_CHILD_NAMES.get(p, p) for p in rest])
+        unnamed = [k for k in ours if k not in mapping]
+        if unnamed or len(set(mapping.values())) != len(mapping):  # a module added without a table entry
+            raise RuntimeError(f"REFERENCE_MODULE_NAMES does not name every entry exactly once: {unnamed[:3]}")
+        return mapping
 
+    def reference_state_dict(self) -> dict[str, torch.Tensor]:
+        """``state_dict()`` under the authors' names, in their order (e.g. to use a network trained here there)."""
+        state = self.state_dict()
+        return {theirs: state[ours] for ours, theirs in self.reference_key_map().items()}
+
+    def load_reference_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True):
+        """Load a state dict named either like ours or like the authors' network, checked entry by entry.
+
+        Every key is looked up by its exact name (ours, or the authors' through :meth:`reference_key_map`); the
+        order of the entries does not matter. Raises ValueError naming the first unknown key, the first missing
+        key (``strict``), a key given under both names, or a key whose shape differs (with both shapes).
+        Returns ``load_state_dict``'s result.
+        """
+        to_ours = self.reference_key_map()
+        from_theirs = {theirs: ours for ours, theirs in to_ours.items()}
+        expected = self.state_dict()
         mapped: dict[str, torch.Tensor] = {}
-        op_keys = [k for k in ours if k.startswith("operator.")]
-        remaining = dict(theirs)
-        for key in op_keys:
-            local = key[len("operator."):]
-            found = [k for k in remaining if (k == local or k.endswith("." + local))
-                     and tuple(remaining[k].shape) == tuple(ours[key].shape)]
-            if len(found) == 1:
-                mapped[key] = remaining.pop(found[0])
-        groups: dict[tuple, list[str]] = defaultdict(list)
-        for k, v in remaining.items():
-            groups[(k.rsplit(".", 1)[-1], tuple(v.shape))].append(k)
-        for key, value in ours.items():
-            if key in mapped:
+        given_as: dict[str, str] = {}
+        for key, value in state_dict.items():
+            ours = key if key in expected else from_theirs.get(key)
+            if ours is None:
+                if strict:
+                    raise ValueError(f"state_dict has an unexpected key {key!r}: neither this {self.operator_name} "
+                                     f"upsampler's name nor the authors' name of one of its entries")
                 continue
-            group = groups.get((key.rsplit(".", 1)[-1], tuple(value.shape)))
-            if not group:
-                raise ValueError(f"state_dict has no entry matching {key!r} (shape {tuple(value.shape)})")
-            mapped[key] = remaining[group.pop(0)]
+            if ours in mapped:
+                raise ValueError(f"state_dict holds the entry {ours!r} twice: as {given_as[ours]!r} and as {key!r}")
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"state_dict[{key!r}] must be a tensor, got {type(value).__name__}")
+            if tuple(value.shape) != tuple(expected[ours].shape):
+                raise ValueError(f"state_dict[{key!r}] has shape {tuple(value.shape)}, this upsampler expects "
+                                 f"{tuple(expected[ours].shape)} (dim={self.dim})")
+            mapped[ours] = value
+            given_as[ours] = key
+        if strict:
+            authors_names = bool(given_as) and all(k != v for v, k in given_as.items())
+            for ours in (to_ours if authors_names else expected):
+                if ours not in mapped:
+                    name = to_ours[ours] if authors_names else ours
+                    raise ValueError(f"state_dict is missing the key {name!r} (shape {tuple(expected[ours].shape)})")
         return self.load_state_dict(mapped, strict=strict)
+
+
+def _rename_reference_keys(module: WRCUpsampler, state_dict, prefix, local_metadata, strict, missing_keys,
+                           unexpected_keys, error_msgs) -> None:
+    """``load_state_dict`` pre-hook: entries under the authors' names are renamed to ours (exact names only;
+    an entry also present under our name is left alone, so strict loading reports it as unexpected)."""
+    renames = {prefix + theirs: prefix + ours for ours, theirs in module.reference_key_map().items()}
+    for key in [k for k in state_dict if k in renames]:
+        if renames[key] not in state_dict:
+            state_dict[renames[key]] = state_dict.pop(key)
 
 
 class BilinearUpsampler(nn.Module):
