@@ -82,7 +82,7 @@ def similarity_map(features: torch.Tensor, point_xy: Sequence[float], image_size
     if not (0 <= x < W and 0 <= y < H):
         raise ValueError(f"point (x={x}, y={y}) lies outside the image of size {W}×{H} (width×height)")
     f = F.normalize(features.detach().float(), dim=0)
-    grid = torch.tensor([[[[2 * x / W - 1, 2 * y / H - 1]]]], dtype=f.dtype)
+    grid = torch.tensor([[[[2 * x / W - 1, 2 * y / H - 1]]]], dtype=f.dtype, device=f.device)
     query = F.grid_sample(f[None], grid, mode="bilinear", align_corners=False)[0, :, 0, 0]
     return torch.einsum("chw,c->hw", f, F.normalize(query, dim=0))
 
@@ -189,6 +189,7 @@ def comparison_figure(
     image's aspect ratio (:func:`figure_layout`). Text is drawn with :func:`font_families`; characters none of
     them has are escaped (:func:`drawable_text`).
     """
+    import matplotlib
     from matplotlib import patheffects
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -202,18 +203,16 @@ def comparison_figure(
     families = font_families()
     pca_lo, pca_hi = feature_pca(low_res, high_res)
     panels = [
-        ("image", image.detach().float().cpu().expand(3, H, W).permute(1, 2, 0).clamp(0, 1).numpy()),
+        (f"image\n{H}×{W}", image.detach().float().cpu().expand(3, H, W).permute(1, 2, 0).clamp(0, 1).numpy()),
         (f"low-res PCA\n{low_res.shape[-2]}×{low_res.shape[-1]}", pca_lo.permute(1, 2, 0).numpy()),
         (f"upsampled PCA\n{high_res.shape[-2]}×{high_res.shape[-1]}", pca_hi.permute(1, 2, 0).numpy()),
     ]
     sims = []
     if point_xy is not None:
-        sims = [similarity_map(f, point_xy, (H, W)) for f in (low_res, high_res)]
+        sims = [similarity_map(f, point_xy, (H, W)).cpu() for f in (low_res, high_res)]
         for name, s in zip(("similarity, low-res", "similarity, upsampled"), sims):
             panels.append((f"{name}\nvalues {float(s.min()):.2f} … {float(s.max()):.2f}", s.numpy()))
     rows, cols, cells, figsize, panel_h = figure_layout(len(panels), W / H)
-    import matplotlib
-
     with matplotlib.rc_context({"font.family": families}):
         fig = Figure(figsize=figsize, dpi=_DPI, layout="constrained")
         stacked = cols == 1
