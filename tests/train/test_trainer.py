@@ -195,6 +195,16 @@ def test_resume_errors_are_one_clear_line(tmp_path, capsys):
     assert "--data" in capsys.readouterr().err
 
 
+def test_ctrl_c_before_the_first_step_is_one_line(tmp_path, monkeypatch, capsys):
+    def interrupted(folders):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "ImagePool", interrupted)  # Ctrl-C while the images are listed
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no checkpoint" in err
+
+
 def test_every_train_flag_is_a_setting_or_per_invocation():
     """Resume compares the flags a user typed with the recorded settings: each flag must map to one."""
     from wrcup.cli import main as cli

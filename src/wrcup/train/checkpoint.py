@@ -42,7 +42,7 @@ REQUIRED_METADATA = ("backbone", "dim", "patch_size", "operator")
 def _state_files(path: Path) -> list[Path]:
     """Training-state files of checkpoint ``path``: ``NAME.<32 hex>.state.pt`` and the older ``NAME.state.pt``."""
     pattern = re.compile(re.escape(path.stem) + r"(\.[0-9a-f]{32})?\.state\.pt")
-    return [p for p in path.parent.glob(f"{path.stem}.*state.pt") if pattern.fullmatch(p.name)]
+    return [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
 
 
 def save_checkpoint(path: str | Path, state_dict: dict, metadata: dict, train_state: dict | None = None) -> Path:
