@@ -191,6 +191,8 @@ def test_resume_errors_are_one_clear_line(tmp_path, capsys):
     assert "truncated or corrupt" in err and str(tmp_path / "last.safetensors") in err and err.count("\n") == 1
     assert main(["train", "--out", str(tmp_path / "a"), "--resume", str(tmp_path / "b")]) == 2
     assert "--out" in capsys.readouterr().err
+    assert main(["train", "--resume"]) == 2
+    assert "--out" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "new")]) == 2  # a new run needs its images
     assert "--data" in capsys.readouterr().err
 

@@ -216,9 +216,9 @@ def _run_train(args) -> int:
         device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), name=args.name)
     run_dir = None
     if args.resume is not None:
-        run_dir = Path(args.out if args.resume is True else args.resume)
         if args.resume is True and args.out is None:
             raise ValueError("--resume without RUN_DIR needs --out RUN_DIR")
+        run_dir = Path(args.out if args.resume is True else args.resume)
         if args.resume is not True and args.out is not None and Path(args.out).resolve() != run_dir.resolve():
             raise ValueError(f"--out {args.out} and --resume {args.resume} name different run folders; give one")
         cfg = _resumed_config(cfg, typed, run_dir)
