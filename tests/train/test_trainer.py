@@ -139,7 +139,7 @@ def test_a_signal_mid_run_checkpoints_that_step_and_resume_equals_straight_run(t
     _assert_same_run(straight_run, run)
 
 
-@pytest.mark.filterwarnings("ignore:skipped 1 unreadable")
+@pytest.mark.filterwarnings("ignore:.*skipped 1 unreadable:RuntimeWarning")
 def test_cli_ctrl_c_then_resume_with_only_the_run_folder(tmp_path, photo_dir, embedded_backbone, monkeypatch, capsys):
     # the reference is a CLI run too: train() seeds the initialisation before it loads the backbone, so a run that
     # loads its own backbone starts elsewhere than one given a loaded backbone (the tests above)
@@ -160,7 +160,7 @@ def test_cli_ctrl_c_then_resume_with_only_the_run_folder(tmp_path, photo_dir, em
     assert read_metadata(run / "wrc.safetensors")["config"] == recorded  # the run's settings, not the defaults
 
 
-@pytest.mark.filterwarnings("ignore:skipped 1 unreadable")
+@pytest.mark.filterwarnings("ignore:.*skipped 1 unreadable:RuntimeWarning")
 def test_resume_refuses_a_differing_flag_and_keeps_the_recorded_config(tmp_path, photo_dir, embedded_backbone, capsys):
     run = tmp_path / "run"
     flags = ["--data", str(photo_dir), "--operator", "transposed", "--steps", "2", "--high-res", "112",
