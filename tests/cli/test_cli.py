@@ -82,3 +82,17 @@ def test_info_lists_registries(capsys):
 def test_train_rejects_unknown_loss_names(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--losses", "local,perceptual"]) == 2
     assert "perceptual" in capsys.readouterr().err
+
+
+def test_truncated_checkpoint_is_one_clear_line(tmp_path, real_photos, tiny_checkpoint, capsys):
+    """A bad copy of a checkpoint (cut short) is named in one line, for wrcup.load and the CLI alike."""
+    import wrcup
+
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(tiny_checkpoint.read_bytes()[:-1000])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        wrcup.load(cut)
+    code = main(["upsample", str(real_photos[0]), "--out", str(tmp_path / "o"), "--model", str(cut)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and str(cut) in err
+    assert err.count("\n") == 1 and "Traceback" not in err

@@ -1,7 +1,8 @@
-"""Checkpoint files: round trip, metadata, clear errors, atomic writes."""
+"""Checkpoint files: round trip, metadata, clear errors, atomic writes, the file set committed as one."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -10,6 +11,18 @@ from safetensors.torch import save_file
 from wrcup.train.checkpoint import load_checkpoint, load_train_state, read_metadata, save_checkpoint
 
 META = {"backbone": "dinov2-s14-imgfocus", "dim": 4, "patch_size": 14, "operator": "transposed", "steps": 3}
+
+
+def _save(folder, step: int, **kw):
+    """A checkpoint whose weights, metadata and training state all carry ``step``."""
+    return save_checkpoint(folder / "ck", {"w": torch.full((3, 4), float(step))}, {**META, "steps": step},
+                           train_state={"step": step, "m": torch.full((2,), float(step))}, **kw)
+
+
+def _loaded_steps(path) -> tuple[int, int, int]:
+    """(step in the weights, in their metadata, in the training state they name)."""
+    state, meta = load_checkpoint(path)
+    return int(state["w"][0, 0]), meta["steps"], int(load_train_state(path)["step"])
 
 
 def test_round_trip_with_metadata_and_train_state(tmp_path):
@@ -21,6 +34,102 @@ def test_round_trip_with_metadata_and_train_state(tmp_path):
     assert meta == META == json.loads(path.with_suffix(".json").read_text())
     assert load_train_state(path)["step"] == 3
     assert not list(tmp_path.glob("run/.*tmp"))  # no temporary files left behind
+
+
+def test_saves_replace_the_previous_set_and_remove_its_training_state(tmp_path):
+    for step in (1, 2, 3):
+        path = _save(tmp_path, step)
+    assert _loaded_steps(path) == (3, 3, 3)
+    states = sorted(p.name for p in tmp_path.glob("ck*.state.pt"))
+    assert len(states) == 1, states  # superseded training states are cleaned up
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ck.safetensors", "ck.json", *states])
+    # a weights-only save (the final checkpoint) leaves no training state behind either
+    save_checkpoint(tmp_path / "ck", {"w": torch.zeros(3, 4)}, META)
+    assert not list(tmp_path.glob("ck*.state.pt"))
+    with pytest.raises(FileNotFoundError, match="cannot resume"):
+        load_train_state(path)
+
+
+class _Crash(BaseException):
+    """Stands in for the process dying: not an Exception, so nothing on the way may swallow it."""
+
+
+# os.replace calls of one save: 0 = training state, 1 = weights (the commit), 2 = .json copy
+@pytest.mark.parametrize("crash_at", ["replace-0", "replace-1", "replace-2", "cleanup"])
+def test_a_crash_at_any_point_of_a_save_leaves_one_complete_checkpoint(tmp_path, monkeypatch, crash_at):
+    path = _save(tmp_path, 3)
+    real_replace, real_remove, calls = os.replace, os.remove, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if crash_at == f"replace-{len(calls) - 1}":
+            raise _Crash
+        return real_replace(src, dst)
+
+    def remove(target):
+        if crash_at == "cleanup":
+            raise _Crash
+        return real_remove(target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "remove", remove)
+    with pytest.raises(_Crash):
+        _save(tmp_path, 4)
+    monkeypatch.undo()
+    committed = crash_at in ("replace-2", "cleanup")
+    expected = 4 if committed else 3
+    assert _loaded_steps(path) == (expected, expected, expected)
+    # the .json copy is written after the commit: after a crash in between it still describes step 3
+    assert json.loads(path.with_suffix(".json").read_text())["steps"] == (4 if crash_at == "cleanup" else 3)
+    # the next save completes the set and removes every training state it does not name
+    _save(tmp_path, 5)
+    assert _loaded_steps(path) == (5, 5, 5)
+    assert json.loads(path.with_suffix(".json").read_text())["steps"] == 5
+    assert len(list(tmp_path.glob("ck*.state.pt"))) == 1
+
+
+def _legacy_checkpoint(folder, step: int):
+    """The layout written before the training state was named by the weights: NAME.state.pt beside them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "ck.safetensors"
+    save_file({"w": torch.full((3, 4), float(step))}, str(path), metadata={"wrcup": json.dumps({**META, "steps": step})})
+    torch.save({"step": step}, path.with_suffix(".state.pt"))
+    return path
+
+
+def test_checkpoints_of_earlier_versions_still_load_and_resume(tmp_path):
+    path = _legacy_checkpoint(tmp_path, 2)
+    assert _loaded_steps(path) == (2, 2, 2)
+    _save(tmp_path, 3)  # the new layout replaces the old one, its stale state file included
+    assert _loaded_steps(path) == (3, 3, 3)
+    assert not path.with_suffix(".state.pt").exists()
+
+
+def test_truncated_or_altered_files_give_one_clear_error_naming_the_file(tmp_path):
+    path = _save(tmp_path, 3)
+    (state_file,) = tmp_path.glob("ck*.state.pt")
+    state_file.write_bytes(state_file.read_bytes()[:-10])
+    with pytest.raises(ValueError, match=f"{state_file.name}.*(size|sha256)") as info:
+        load_train_state(path)
+    assert "\n" not in str(info.value)
+    state_file.unlink()
+    with pytest.raises(FileNotFoundError, match=state_file.name):
+        load_train_state(path)
+
+    data = path.read_bytes()
+    for cut in (0, 20, len(data) // 2, len(data) - 1):
+        path.write_bytes(data[:cut])
+        for reader in (read_metadata, load_checkpoint):
+            with pytest.raises(ValueError, match="truncated or corrupt") as info:
+                reader(path)
+            assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+    legacy = _legacy_checkpoint(tmp_path / "old", 2)
+    old_state = legacy.with_suffix(".state.pt")
+    old_state.write_bytes(old_state.read_bytes()[:100])
+    with pytest.raises(ValueError, match="truncated or corrupt") as info:
+        load_train_state(legacy)
+    assert str(old_state) in str(info.value)
 
 
 def test_missing_metadata_key_is_refused(tmp_path):

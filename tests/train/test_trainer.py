@@ -1,8 +1,11 @@
-"""Training loop: losses fall on real photos, resume replays exactly, DDP ranks match accumulation."""
+"""Training loop: losses fall on real photos, resume replays exactly (after --stop-at, a signal, or from the
+CLI with only the run folder), DDP ranks match accumulation."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -12,11 +15,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from wrcup.cli.main import main
+from wrcup.train import trainer
 from wrcup.train.checkpoint import read_metadata
-from wrcup.train.trainer import ImagePool, TrainConfig, batch_indices, lr_factor, train
+from wrcup.train.trainer import ImagePool, TrainConfig, TrainingInterrupted, batch_indices, lr_factor, train
 
 # 112-pixel high-res views keep the real backbone cheap: 56-px low-res view = 4×4 tokens.
 SMALL = dict(high_res=112, crop_align=28, crops=2, batch_size=2, progress=False, checkpoint_every=0)
+# the run every stopped-and-resumed run below must reproduce bit for bit
+RESUMABLE = dict(data=["unused"], operator="wrc-reference", steps=6, lr=1e-3, warmup=2, **SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +45,29 @@ def _params(path: Path) -> dict:
     return load_file(str(path))
 
 
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, pool, embedded_backbone) -> Path:
+    """RESUMABLE run straight through (one thread, as every test here)."""
+    out = tmp_path_factory.mktemp("straight")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(TrainConfig(out=str(out), **RESUMABLE), images=pool, backbone=embedded_backbone)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def _assert_same_run(reference: Path, run: Path) -> None:
+    """Final parameters bit-identical, and the same losses logged for every step."""
+    a, b = _params(reference / "wrc.safetensors"), _params(run / "wrc.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    logs = [(d / "log.csv").read_text().splitlines() for d in (reference, run)]
+    assert [r.split(",")[:5] for r in logs[0]] == [r.split(",")[:5] for r in logs[1]]
+
+
 def test_losses_fall_on_real_photos(tmp_path, pool, embedded_backbone, one_thread):
     cfg = TrainConfig(data=["unused"], out=str(tmp_path), operator="wrc-reference", residual=True, steps=24,
                       lr=1e-3, schedule="constant", augment=True, **SMALL)
@@ -53,23 +83,139 @@ def test_losses_fall_on_real_photos(tmp_path, pool, embedded_backbone, one_threa
     assert summary["steps"] == 24
 
 
-def test_resume_equals_straight_run(tmp_path, pool, embedded_backbone, one_thread):
-    common = dict(data=["unused"], operator="wrc-reference", steps=6, lr=1e-3, warmup=2, **SMALL)
-    straight = TrainConfig(out=str(tmp_path / "straight"), **common)
-    train(straight, images=pool, backbone=embedded_backbone)
-    split = TrainConfig(out=str(tmp_path / "split"), **common)
+def test_resume_equals_straight_run(tmp_path, pool, embedded_backbone, straight_run):
+    split = TrainConfig(out=str(tmp_path / "split"), **RESUMABLE)
     train(split, images=pool, backbone=embedded_backbone, stop_at=3)
     assert read_metadata(tmp_path / "split" / "last.safetensors")["steps"] == 3
     assert not (tmp_path / "split" / "wrc.safetensors").exists()  # not finished yet
     with (tmp_path / "split" / "log.csv").open("a") as fh:  # a run killed after the checkpoint logged step 4
         fh.write("4,9.9,9.9,0,0,0,1e-3,1.0,1.0\n")
     train(split, resume=True, images=pool, backbone=embedded_backbone)
-    a, b = _params(tmp_path / "straight" / "wrc.safetensors"), _params(tmp_path / "split" / "wrc.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    logs = [(tmp_path / d / "log.csv").read_text().splitlines() for d in ("straight", "split")]
-    assert [r.split(",")[:5] for r in logs[0]] == [r.split(",")[:5] for r in logs[1]]
+    _assert_same_run(straight_run, tmp_path / "split")
+
+
+def _signal_after_step(monkeypatch, step: int, *signums) -> None:
+    """Send ``signums`` to this process from inside optimiser step ``step`` (1-based; the schedule is evaluated
+    for the next step right after it), as Ctrl-C or a scheduler's SIGTERM would arrive mid-run."""
+    real, sent = trainer.lr_factor, []
+
+    def hooked(s, cfg):
+        if s == step and not sent:
+            sent.append(s)
+            for signum in signums:
+                # without train()'s handler the signal would end pytest itself
+                assert signal.getsignal(signum) not in (signal.SIG_DFL, signal.default_int_handler), signum
+                os.kill(os.getpid(), signum)
+        return real(s, cfg)
+
+    monkeypatch.setattr(trainer, "lr_factor", hooked)
+
+
+def test_a_signal_mid_run_checkpoints_that_step_and_resume_equals_straight_run(tmp_path, pool, embedded_backbone,
+                                                                                straight_run, monkeypatch):
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    _signal_after_step(monkeypatch, 3, signal.SIGTERM, signal.SIGTERM)  # a repeated signal changes nothing
+    real_save = trainer.save_checkpoint
+
+    def save_while_signalled(*args, **kwargs):  # a signal during the write: the write completes first
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_while_signalled)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted) as info:
+        train(TrainConfig(out=str(run), **RESUMABLE), images=pool, backbone=embedded_backbone)
+    monkeypatch.undo()
+    assert {s: signal.getsignal(s) for s in handlers} == handlers  # train() is a library function
+    stopped = info.value
+    assert (stopped.signum, stopped.exit_code, stopped.step) == (signal.SIGTERM, 143, 3)
+    assert str(run / "last.safetensors") in str(stopped) and f"wrcup train --resume {run}" in str(stopped)
+    assert read_metadata(run / "last.safetensors")["steps"] == 3
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["steps"], summary["finished"], summary["stopped_by"]) == (3, False, "SIGTERM")
+    assert summary["checkpoint"] == str(run / "last.safetensors")
+    train(TrainConfig(out=str(run), **RESUMABLE), resume=True, images=pool, backbone=embedded_backbone)
+    _assert_same_run(straight_run, run)
+
+
+@pytest.mark.filterwarnings("ignore:.*skipped 1 unreadable:RuntimeWarning")
+def test_cli_ctrl_c_then_resume_with_only_the_run_folder(tmp_path, photo_dir, embedded_backbone, monkeypatch, capsys):
+    # the reference is a CLI run too: train() seeds the initialisation before it loads the backbone, so a run that
+    # loads its own backbone starts elsewhere than one given a loaded backbone (the tests above)
+    flags = ["--data", str(photo_dir), "--operator", "transposed", "--steps", "3", "--lr", "1e-3", "--warmup", "2",
+             "--high-res", "112", "--crops", "2", "--batch-size", "2", "--checkpoint-every", "0", "--device", "cpu"]
+    assert main(["train", *flags, "--out", str(tmp_path / "straight")]) == 0
+    run = tmp_path / "run"
+    _signal_after_step(monkeypatch, 1, signal.SIGINT)
+    assert main(["train", *flags, "--out", str(run)]) == 130
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert "step 1 of 3" in last and str(run / "last.safetensors") in last and f"wrcup train --resume {run}" in last
+    recorded = read_metadata(run / "last.safetensors")["config"]
+    assert main(["train", "--resume", str(run)]) == 0
+    _assert_same_run(tmp_path / "straight", run)
+    assert read_metadata(run / "wrc.safetensors")["config"] == recorded  # the run's settings, not the defaults
+
+
+@pytest.mark.filterwarnings("ignore:.*skipped 1 unreadable:RuntimeWarning")
+def test_resume_refuses_a_differing_flag_and_keeps_the_recorded_config(tmp_path, photo_dir, embedded_backbone, capsys):
+    run = tmp_path / "run"
+    flags = ["--data", str(photo_dir), "--operator", "transposed", "--steps", "2", "--high-res", "112",
+             "--crops", "1", "--batch-size", "2", "--checkpoint-every", "0"]
+    assert main(["train", *flags, "--out", str(run), "--stop-at", "1"]) == 0
+    recorded = read_metadata(run / "last.safetensors")["config"]
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--high-res", "224"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "--high-res 224" in err and "112" in err and str(run) in err
+    assert main(["train", "--resume", str(run), "--losses", "local,global"]) == 2
+    assert "local,global" in capsys.readouterr().err
+    assert read_metadata(run / "last.safetensors")["config"] == recorded
+    # the older spelling (--out RUN --resume) still works; where it runs and how often it saves may change
+    assert main(["train", "--out", str(run), "--resume", "--device", "cpu", "--checkpoint-every", "5", *flags[2:4]]) == 0
+    final = read_metadata(run / "wrc.safetensors")
+    assert final["steps"] == 2 and final["config"]["high_res"] == 112
+    assert final["config"] == {**recorded, "checkpoint_every": 5}
+
+
+def test_resume_errors_are_one_clear_line(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2  # no checkpoint there
+    assert str(tmp_path / "last.safetensors") in capsys.readouterr().err
+    (tmp_path / "last.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")  # cut short
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "truncated or corrupt" in err and str(tmp_path / "last.safetensors") in err and err.count("\n") == 1
+    assert main(["train", "--out", str(tmp_path / "a"), "--resume", str(tmp_path / "b")]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["train", "--resume"]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "new")]) == 2  # a new run needs its images
+    assert "--data" in capsys.readouterr().err
+
+
+def test_ctrl_c_before_the_first_step_is_one_line(tmp_path, monkeypatch, capsys):
+    def interrupted(folders):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "ImagePool", interrupted)  # Ctrl-C while the images are listed
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no checkpoint" in err
+
+
+def test_every_train_flag_is_a_setting_or_per_invocation():
+    """Resume compares the flags a user typed with the recorded settings: each flag must map to one."""
+    from wrcup.cli import main as cli
+    from dataclasses import fields
+
+    args = cli.build_parser().parse_args(["train", "--resume", "x"])
+    names = {f.name for f in fields(TrainConfig)}
+    for dest in set(vars(args)) - {"command", "func"}:
+        assert dest in cli.PER_INVOCATION_FLAGS or cli.TRAIN_FLAG_FIELDS.get(dest, dest) in names, dest
 
 
 class _NoBackbone(torch.nn.Module):
@@ -125,12 +271,26 @@ def test_target_cache_is_keyed_on_image_bytes_not_paths(tmp_path, photo_dir, emb
 
 
 
-def test_resume_rejects_a_changed_config(tmp_path, pool, embedded_backbone, one_thread):
+def test_stop_at_summary_names_the_checkpoint_that_exists_and_resume_rejects_a_changed_setting(tmp_path, pool,
+                                                                                                embedded_backbone,
+                                                                                                photo_dir):
     cfg = TrainConfig(data=["unused"], out=str(tmp_path), operator="transposed", steps=2, **SMALL)
-    train(cfg, images=pool, backbone=embedded_backbone, stop_at=1)
-    cfg.lr = 5e-3
-    with pytest.raises(ValueError, match="lr"):
-        train(cfg, resume=True, images=pool, backbone=embedded_backbone)
+    summary = train(cfg, images=pool, backbone=embedded_backbone, stop_at=1)
+    assert (summary["finished"], summary["stopped_by"], summary["steps"]) == (False, "stop_at", 1)
+    assert summary["checkpoint"] == str(tmp_path / "last.safetensors")  # the named one does not exist yet
+    assert read_metadata(summary["checkpoint"])["steps"] == 1
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    changed = TrainConfig(**{**cfg.__dict__, "lr": 5e-3})
+    with pytest.raises(ValueError, match="lr=0.005 differs from the recorded 0.0002"):
+        train(changed, resume=True, images=pool, backbone=embedded_backbone)
+    (tmp_path / "fewer").mkdir()
+    shutil.copy(min(p for p in photo_dir.iterdir() if p.name != "broken.jpg"), tmp_path / "fewer")
+    with pytest.raises(ValueError, match="hold 1 readable images.*trained on 4"):  # other images: other batches
+        train(cfg, resume=True, images=ImagePool([str(tmp_path / "fewer")]), backbone=embedded_backbone)
+    summary = train(cfg, resume=True, images=pool, backbone=embedded_backbone)
+    assert (summary["finished"], summary["stopped_by"], summary["steps"]) == (True, None, 2)
+    assert summary["checkpoint"] == str(tmp_path / "wrc.safetensors")
+    assert read_metadata(summary["checkpoint"])["finished"] is True
 
 
 def test_batches_are_functions_of_seed_and_step():

@@ -81,14 +81,34 @@ def _run_upsample(args) -> int:
     return 1 if failures else 0
 
 
+class _Default:
+    """A flag's default, wrapped so that ``wrcup train --resume`` can tell typed flags from untyped ones;
+    prints as the value, so help texts may show ``%(default)s``."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+# train flags that are not settings of the run (TrainConfig); every other flag names the setting it sets,
+# under its own name unless listed in TRAIN_FLAG_FIELDS (tests/train/test_trainer.py checks both)
+PER_INVOCATION_FLAGS = ("resume", "stop_at")
+TRAIN_FLAG_FIELDS = {"losses": "loss_weights", "no_augment": "augment"}
+
+
 def _add_train(sub) -> None:
     from wrcup.train.trainer import TrainConfig
 
     d = TrainConfig(data=[], out="")
     p = sub.add_parser("train", help="train an upsampler self-supervised against a frozen backbone",
                        description="Self-supervised training (spec §4). Multi-GPU: torchrun --nproc_per_node N -m wrcup.cli.main train …")
-    p.add_argument("--data", nargs="+", required=True, help="image folders (searched recursively)")
-    p.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, summary.json")
+    p.add_argument("--data", nargs="+", help="image folders (searched recursively)")
+    p.add_argument("--out", help="run folder: checkpoints, log.csv, summary.json")
     p.add_argument("--backbone", default=d.backbone)
     p.add_argument("--backbone-weights", default=None)
     p.add_argument("--operator", default=d.operator)
@@ -111,16 +131,76 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=None)
     p.add_argument("--name", default=d.name, help="file name of the final checkpoint")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    resume = p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                            help="continue the run in RUN_DIR (or --out) from its last checkpoint with its recorded "
+                                 "settings; a flag given that differs from them is an error, except")
     p.add_argument("--stop-at", type=int, default=None, help="stop after this many steps with a resumable checkpoint")
     p.set_defaults(func=_run_train)
+    from wrcup.train.trainer import RESUME_MAY_DIFFER
+
+    may_change = []
+    for action in p._actions:  # argparse has no public list of a parser's arguments
+        if action.dest != "help":
+            action.default = _Default(action.default)
+        if TRAIN_FLAG_FIELDS.get(action.dest, action.dest) in RESUME_MAY_DIFFER and action.dest != "out" \
+                or action.dest in PER_INVOCATION_FLAGS and action is not resume:
+            may_change.append(action.option_strings[0])
+    resume.help += " " + ", ".join(may_change)
+
+
+def _typed_train_flags(args) -> set[str]:
+    """The flags given on the command line; replaces the wrapped defaults of the others by their values."""
+    typed = set()
+    for dest, value in vars(args).items():
+        if isinstance(value, _Default):
+            setattr(args, dest, value.value)
+        elif dest not in ("command", "func"):
+            typed.add(dest)
+    return typed
+
+
+def _flag_value(dest: str, cfg):
+    """What flag ``--dest`` of ``cfg`` reads on the command line."""
+    from wrcup.train.trainer import LOSS_NAMES
+
+    if dest == "losses":
+        return ",".join(k for k in LOSS_NAMES if cfg.loss_weights.get(k, 0.0))
+    if dest == "no_augment":
+        return not cfg.augment
+    return getattr(cfg, dest)
+
+
+def _resumed_config(flags, typed: set[str], run_dir: Path):
+    """The settings recorded in ``run_dir``, with the typed flags that may change on resume applied; a typed flag
+    that differs from the recorded value is an error naming both."""
+    from dataclasses import replace
+
+    from wrcup.train.checkpoint import read_metadata
+    from wrcup.train.trainer import RESUME_MAY_DIFFER, TrainConfig
+
+    ckpt = run_dir / "last.safetensors"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint to resume in {run_dir} (expected {ckpt})")
+    recorded = TrainConfig.from_dict(read_metadata(ckpt)["config"])
+    cfg = replace(recorded, out=str(run_dir), device=flags.device, progress=flags.progress)
+    for dest in sorted(typed - set(PER_INVOCATION_FLAGS) - {"out"}):
+        setting = TRAIN_FLAG_FIELDS.get(dest, dest)
+        if setting in RESUME_MAY_DIFFER:
+            setattr(cfg, setting, getattr(flags, setting))
+        elif _flag_value(dest, flags) != _flag_value(dest, recorded):
+            flag = "--" + dest.replace("_", "-")
+            raise ValueError(f"--resume: {flag} {_flag_value(dest, flags)} differs from the run's recorded "
+                             f"{flag} {_flag_value(dest, recorded)} ({ckpt}); a resumed run keeps its settings, "
+                             f"leave {flag} out")
+    return cfg
 
 
 def _run_train(args) -> int:
     import torch
 
-    from wrcup.train.trainer import LOSS_NAMES, TrainConfig, train
+    from wrcup.train.trainer import LOSS_NAMES, TrainConfig, TrainingInterrupted, train
 
+    typed = _typed_train_flags(args)
     chosen = [s.strip() for s in args.losses.split(",") if s.strip()]
     bad = sorted(set(chosen) - set(LOSS_NAMES))
     if bad:
@@ -134,7 +214,25 @@ def _run_train(args) -> int:
         loss_weights={k: (1.0 if k in chosen else 0.0) for k in LOSS_NAMES}, augment=not args.no_augment,
         cache_targets=args.cache_targets, checkpoint_every=args.checkpoint_every, seed=args.seed,
         device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), name=args.name)
-    summary = train(cfg, resume=args.resume, stop_at=args.stop_at)
+    run_dir = None
+    if args.resume is not None:
+        if args.resume is True and args.out is None:
+            raise ValueError("--resume without RUN_DIR needs --out RUN_DIR")
+        run_dir = Path(args.out if args.resume is True else args.resume)
+        if args.resume is not True and args.out is not None and Path(args.out).resolve() != run_dir.resolve():
+            raise ValueError(f"--out {args.out} and --resume {args.resume} name different run folders; give one")
+        cfg = _resumed_config(cfg, typed, run_dir)
+    elif args.data is None or args.out is None:
+        raise ValueError("a new run needs --data and --out (or continue one with --resume RUN_DIR)")
+    try:
+        summary = train(cfg, resume=run_dir is not None, stop_at=args.stop_at)
+    except TrainingInterrupted as stopped:
+        if stopped.is_main:  # every rank stops; one line is enough
+            print(stopped, file=sys.stderr)
+        return stopped.exit_code
+    except KeyboardInterrupt:
+        print("interrupted before the first training step; this invocation wrote no checkpoint", file=sys.stderr)
+        return 130
     print(json.dumps(summary, indent=2))
     return 0
 

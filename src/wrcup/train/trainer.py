@@ -4,6 +4,13 @@ Reproducibility: the images of a step, their crop boxes and their augmentations 
 ``(seed, step)``. A resumed run therefore replays exactly the steps a straight run would take; the
 checkpoint stores only weights, optimiser, scheduler and the step.
 
+Stopping: SIGINT (Ctrl-C) or SIGTERM during the training loop lets the current step finish, writes a resumable
+checkpoint and raises :class:`TrainingInterrupted` (``wrcup train`` exits with 128 + the signal number). Further
+signals while stopping are ignored, so a repeated Ctrl-C or a launcher that forwards the signal again cannot
+cut the checkpoint write short; SIGKILL still can, and then the previous checkpoint stays whole (see
+``checkpoint.py``). Before the loop (loading, filling the target cache) signals act as usual: the cache is
+written atomically. The previous handlers are restored when :func:`train` returns or raises.
+
 Multi-process (``torchrun``): ``batch_size`` is the global batch of one optimiser step; each rank
 takes an equal share (and splits it further into ``grad_accum`` micro-batches). On CUDA BatchNorm is
 synchronised across ranks; on CPU (gloo) SyncBatchNorm does not exist, so batch statistics are per
@@ -15,7 +22,9 @@ import csv
 import hashlib
 import math
 import os
+import signal
 import subprocess
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -33,6 +42,10 @@ from .augment import random_aligned_crops
 from .views import crop_images, downsample, square_view
 
 LOSS_NAMES = ("local", "global", "consistency", "full")
+# settings a resumed run may change: where it runs and finds its images and target cache, how often it saves
+# and whether it shows progress; none of them changes the trajectory (the image count is checked). Every other
+# setting must equal the one recorded in the run's checkpoint. (``wrcup train --stop-at`` is per invocation.)
+RESUME_MAY_DIFFER = ("out", "data", "device", "progress", "checkpoint_every", "cache_targets")
 
 
 @dataclass
@@ -84,6 +97,16 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    def resume_differences(self, recorded: "TrainConfig") -> list[tuple[str, object, object]]:
+        """``(setting, this value, recorded value)`` for every setting outside :data:`RESUME_MAY_DIFFER` that
+        differs from the run being resumed (loss weights compared as weights, an absent loss = 0)."""
+        def comparable(cfg, name):
+            value = getattr(cfg, name)
+            return {k: float(value.get(k, 0.0)) for k in LOSS_NAMES} if name == "loss_weights" else value
+
+        return [(f.name, getattr(self, f.name), getattr(recorded, f.name)) for f in fields(self)
+                if f.name not in RESUME_MAY_DIFFER and comparable(self, f.name) != comparable(recorded, f.name)]
 
 
 def _step_generator(seed: int, step: int, stream: int) -> torch.Generator:
@@ -237,6 +260,61 @@ class TargetSource:
         return low, z_low, crop_t, boxes // self.patch, z_high
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Raised by :func:`train` after SIGINT/SIGTERM, once the checkpoint of the last finished step is written.
+
+    A KeyboardInterrupt, so code that stops on Ctrl-C stops here too. ``exit_code`` is 128 + the signal number
+    (130 for SIGINT, 143 for SIGTERM); the message says the step, the checkpoint and how to resume.
+    """
+
+    def __init__(self, signum: int, step: int, steps: int, checkpoint: Path, run_dir: Path, is_main: bool = True):
+        self.signum, self.step, self.steps, self.checkpoint, self.is_main = signum, step, steps, checkpoint, is_main
+        name = signal.Signals(signum).name
+        if step >= steps:
+            text = f"stopped by {name} after the last step ({step}); final checkpoint: {checkpoint}"
+        else:
+            text = (f"stopped by {name} at step {step} of {steps}; checkpoint: {checkpoint}; "
+                    f"resume with: wrcup train --resume {run_dir}")
+        super().__init__(text)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class _StopOnSignal:
+    """Notes the first SIGINT/SIGTERM instead of acting on it; the loop checks :attr:`signum` after each step.
+
+    :meth:`arm` installs the handlers (only possible in the main thread; elsewhere signals keep their handlers),
+    leaving the context restores the previous ones.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def _note(self, signum, frame) -> None:
+        # nothing else here: a handler runs between two bytecodes of the loop, which may be writing to stderr
+        if self.signum is None:
+            self.signum = signum
+
+    def arm(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.getsignal(s)
+                signal.signal(s, self._note)
+
+    def __enter__(self) -> "_StopOnSignal":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+
 def _git_revision() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -260,14 +338,31 @@ class _Distributed:
             values /= self.world
         return values
 
+    def first_signal(self, signum: int | None, device) -> int | None:
+        """A stop signal any rank received (every rank must leave the loop after the same step)."""
+        if not self.enabled:
+            return signum
+        flag = torch.tensor([signum or 0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag) or None
+
 
 def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, stop_at: int | None = None) -> dict:
     """Run (or resume) a training run; returns the final summary (also written to ``out/summary.json``).
 
     ``stop_at`` ends this invocation after that many steps with a resumable checkpoint (a time-boxed run;
     the schedule still spans ``cfg.steps``). ``images`` (an :class:`ImagePool`) and ``backbone`` may be
-    passed in to share them between runs.
+    passed in to share them between runs. ``resume`` continues from ``out/last.safetensors``; ``cfg`` must
+    equal the recorded settings except :data:`RESUME_MAY_DIFFER`.
+
+    Raises:
+        TrainingInterrupted: after SIGINT/SIGTERM during the loop, once the checkpoint and summary are written.
     """
+    with _StopOnSignal() as stop:
+        return _train(cfg, resume, images, backbone, stop_at, stop)
+
+
+def _train(cfg: TrainConfig, resume: bool, images, backbone, stop_at: int | None, stop: _StopOnSignal) -> dict:
     from .. import backbones as backbones_mod
     from ..models.upsampler import build_upsampler
     from .augment import photometric_augment
@@ -298,11 +393,15 @@ def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, st
     ckpt = out / "last.safetensors"
     if resume:
         state, meta = load_checkpoint(ckpt)
-        saved = TrainConfig.from_dict(meta["config"])
-        for key in ("operator", "residual", "batch_size", "seed", "backbone", "steps", "lr", "schedule", "crops"):
-            if getattr(saved, key) != getattr(cfg, key):
-                raise ValueError(f"--resume: {key}={getattr(cfg, key)!r} differs from the run being resumed "
-                                 f"({getattr(saved, key)!r}) in {ckpt}")
+        differences = cfg.resume_differences(TrainConfig.from_dict(meta["config"]))
+        if differences:
+            raise ValueError("resume: " + "; ".join(f"{k}={new!r} differs from the recorded {old!r}"
+                                                    for k, new, old in differences)
+                             + f" (in {ckpt}); only {', '.join(RESUME_MAY_DIFFER)} may change")
+        recorded_images = meta.get("data", {}).get("num_images")
+        if recorded_images is not None and recorded_images != len(images):
+            raise ValueError(f"resume: the image folders {cfg.data} hold {len(images)} readable images, the run in "
+                             f"{ckpt} was trained on {recorded_images}; its batches cannot be replayed")
         model.load_state_dict(state)
         tstate = load_train_state(ckpt)
         optimizer.load_state_dict(tstate["optimizer"])
@@ -326,8 +425,11 @@ def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, st
     weights = {k: float(cfg.loss_weights.get(k, 0.0)) for k in LOSS_NAMES}
     use_amp = device.type == "cuda"
     recent: list[torch.Tensor] = []
+    saved_step = None
 
     def save(final: bool) -> None:
+        nonlocal saved_step
+        saved_step = step
         if not is_main:
             return
         last = torch.stack(recent[-50:]).mean(0).tolist() if recent else [float("nan")] * (1 + len(LOSS_NAMES))
@@ -348,7 +450,9 @@ def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, st
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not (cfg.progress and is_main))
     model.train()
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
-    while step < end:
+    stop.arm()
+    stop_signal = None
+    while step < end and stop_signal is None:
         t0 = time.perf_counter()
         idx = batch_indices(len(images), cfg.batch_size, step, cfg.seed)
         first = ddp.rank * micro * cfg.grad_accum  # this rank's share of the global batch
@@ -391,14 +495,24 @@ def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, st
             bar.update(1)
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < end:
             save(final=False)
+        stop_signal = ddp.first_signal(stop.signum, device)
     bar.close()
-    save(final=step >= cfg.steps)
+    finished = step >= cfg.steps
+    if saved_step != step:  # a signal right after a periodic checkpoint needs no second one
+        save(final=finished)
+    stop_signal = stop_signal or stop.signum  # also one that came after the last step
     checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
-    summary = {"steps": step, "wall_time_s": round(elapsed, 1), "param_checksum": checksum,
+    summary = {"steps": step, "total_steps": cfg.steps, "finished": finished,
+               "stopped_by": signal.Signals(stop_signal).name if stop_signal else (None if finished else "stop_at"),
+               "wall_time_s": round(elapsed, 1), "param_checksum": checksum,
                "final_losses": dict(zip(("total",) + LOSS_NAMES, torch.stack(recent[-50:]).mean(0).tolist()))
-               if recent else {}, "checkpoint": str(out / f"{cfg.name}.safetensors")}
+               if recent else {},
+               # the checkpoint holding these weights: the named one only exists once the run is finished
+               "checkpoint": str(out / f"{cfg.name}.safetensors" if finished else ckpt)}
     if is_main:
         write_json(out / "summary.json", summary)
+    if stop_signal:
+        raise TrainingInterrupted(stop_signal, step, cfg.steps, Path(summary["checkpoint"]), out, is_main)
     return summary
 
 
