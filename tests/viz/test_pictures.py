@@ -41,3 +41,12 @@ def test_figure_is_a_png(tmp_path):
     path = save_comparison_figure(tmp_path / "f.png", torch.rand(3, 28, 42), torch.randn(8, 2, 3),
                                   torch.randn(8, 4, 6), (10, 5))
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_figure_without_a_point_leaves_out_the_similarity_maps(tmp_path):
+    from PIL import Image
+
+    args = (torch.rand(3, 28, 42), torch.randn(8, 2, 3), torch.randn(8, 4, 6))
+    with_point = save_comparison_figure(tmp_path / "p.png", *args, (10, 5))
+    without = save_comparison_figure(tmp_path / "n.png", *args, None)
+    assert Image.open(without).width * 5 == pytest.approx(Image.open(with_point).width * 3, rel=0.02)

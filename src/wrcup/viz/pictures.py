@@ -66,12 +66,12 @@ def save_comparison_figure(
     image: torch.Tensor,
     low_res: torch.Tensor,
     high_res: torch.Tensor,
-    point_xy: Sequence[float],
+    point_xy: Sequence[float] | None,
     title: str | None = None,
 ) -> Path:
     """Write a PNG: photo | low-res PCA | upsampled PCA | similarity maps (low and high res) for ``point_xy``.
 
-    image: 3×H×W in [0, 1]; low_res: C×h×w; high_res: C×h'×w'.
+    image: 3×H×W in [0, 1]; low_res: C×h×w; high_res: C×h'×w'. ``point_xy=None`` leaves out the similarity maps.
     """
     import matplotlib
 
@@ -82,21 +82,20 @@ def save_comparison_figure(
 
     H, W = image.shape[-2:]
     pca_lo, pca_hi = feature_pca(low_res, high_res)
-    sims = [similarity_map(f, point_xy, (H, W)) for f in (low_res, high_res)]
+    sims = [] if point_xy is None else [similarity_map(f, point_xy, (H, W)) for f in (low_res, high_res)]
     panels = [
         ("image", image.permute(1, 2, 0).clamp(0, 1).cpu().numpy(), None),
         (f"low-res PCA {low_res.shape[-2]}×{low_res.shape[-1]}", pca_lo.permute(1, 2, 0).numpy(), None),
         (f"upsampled PCA {high_res.shape[-2]}×{high_res.shape[-1]}", pca_hi.permute(1, 2, 0).numpy(), None),
-        ("similarity, low-res", sims[0].numpy(), "viridis"),
-        ("similarity, upsampled", sims[1].numpy(), "viridis"),
-    ]
+    ] + [(f"similarity, {name}", sim.numpy(), "viridis") for name, sim in zip(("low-res", "upsampled"), sims)]
     # one colour scale for both similarity maps, from their common minimum to 1 (cosines are mostly positive)
-    sim_min = float(min(s.min() for s in sims))
+    sim_min = float(min(s.min() for s in sims)) if sims else None
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
     for ax, (name, data, cmap) in zip(axes, panels):
         ax.imshow(data, cmap=cmap, extent=(0, W, H, 0), interpolation="nearest",
                   vmin=sim_min if cmap else None, vmax=1 if cmap else None)
-        ax.plot([point_xy[0]], [point_xy[1]], marker="+", color="red", markersize=12, mew=2)
+        if point_xy is not None:
+            ax.plot([point_xy[0]], [point_xy[1]], marker="+", color="red", markersize=12, mew=2)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     if title:
