@@ -253,3 +253,39 @@ def test_metadata_names_the_model_without_quotes(tmp_path, real_photos, fast_loa
     with safe_open(str(tmp_path / "o" / "p.safetensors"), framework="pt") as f:
         meta = f.metadata()
     assert meta["model"] == "wrc-dinov2-s14-imgfocus" and meta["image"] == str(photo)
+
+
+# ------------------------------------------------------------------------------------------ interrupted runs
+def test_an_interrupted_run_keeps_whole_images_and_skip_existing_finishes_it(tmp_path, real_photos, fast_load,
+                                                                             monkeypatch, capsys):
+    import wrcup.viz
+
+    images = [str(_photo(tmp_path / f"{i}.jpg", real_photos, i)) for i in range(2)]
+    out = tmp_path / "o"
+    real_figure, calls = wrcup.viz.save_comparison_figure, []
+
+    def interrupted_on_the_second(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C after the second image's features were written
+        return real_figure(*args, **kwargs)
+
+    monkeypatch.setattr(wrcup.viz, "save_comparison_figure", interrupted_on_the_second)
+    assert main(["upsample", *images, "--out", str(out), *SMALL]) == 130
+    assert "--skip-existing" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "0.safetensors"]  # the second image: nothing
+    kept = (out / "0.safetensors").read_bytes()
+    monkeypatch.setattr(wrcup.viz, "save_comparison_figure", real_figure)
+    assert main(["upsample", *images, "--out", str(out), "--skip-existing", *SMALL]) == 0
+    assert "wrote 2 of 2 image(s)" in capsys.readouterr().out and (out / "1.png").is_file()
+    assert (out / "0.safetensors").read_bytes() == kept
+
+
+def test_outputs_inside_an_input_folder_are_not_taken_as_inputs(tmp_path, real_photos, fast_load, capsys):
+    photos = tmp_path / "photos"
+    _photo(photos / "p.jpg", real_photos)
+    for extra in ([], ["--overwrite"]):
+        assert main(["upsample", str(photos), "--out", str(photos / "out"), *SMALL, *extra]) == 0
+        assert "wrote 1 of 1" in capsys.readouterr().out
+    assert sorted(p.relative_to(photos).as_posix() for p in photos.rglob("*")) == [
+        "out", "out/p.png", "out/p.safetensors", "p.jpg"]

@@ -19,7 +19,8 @@ from pathlib import Path
 LAYOUT = ("Output names mirror the images' folders relative to their common parent folder: a/00000.jpg and "
           "b/00000.jpg give OUT/a/00000.safetensors and OUT/b/00000.safetensors; the images of one folder go "
           "straight into OUT. Two images of one folder with the same name stem (x.jpg, x.png) keep their suffix "
-          "(OUT/x.jpg.safetensors, OUT/x.png.safetensors). Existing outputs are not replaced unless --overwrite.")
+          "(OUT/x.jpg.safetensors, OUT/x.png.safetensors). Existing outputs are not replaced unless --overwrite; "
+          "--skip-existing counts images whose outputs all exist as done (to finish an interrupted run).")
 
 
 def _point(text: str) -> tuple[float, float]:
@@ -53,7 +54,11 @@ def add_parser(sub) -> None:
                         "centre); an image it lies outside of gets a picture without them")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     p.add_argument("--no-figure", action="store_true", help="write the features only (no PNG; --point is unused)")
-    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="leave out images whose outputs all exist and count them as done (finishes an "
+                               "interrupted run)")
     p.add_argument("--quiet", action="store_true", help="no status lines or progress bar (problems are still reported)")
     p.set_defaults(func=run)
 
@@ -140,16 +145,19 @@ def check_out_dir(out: Path) -> None:
         raise ValueError(f"--out {out} is not writable: {_reason(err)}") from None
 
 
-def resolve_inputs(items: list[str], report: Report) -> list[Path]:
-    """Files as given, folders expanded to their images (:func:`wrcup.data.images.list_images`); the same file
-    given twice is processed once. Missing paths and folders without images are reported."""
+def resolve_inputs(items: list[str], report: Report, out: Path | None = None) -> list[Path]:
+    """Files as given, folders expanded to their images (:func:`wrcup.data.images.list_images`, leaving out
+    anything under ``out``: the pictures of an earlier run are not inputs); the same file given twice is processed
+    once. Missing paths and folders without images are reported."""
     from ..data.images import IMAGE_EXTENSIONS, list_images
 
+    out_dir = Path(os.path.abspath(out)) if out is not None else None
     images, seen = [], set()
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = list_images(path)
+            found = [p for p in list_images(path)
+                     if out_dir is None or not Path(os.path.abspath(p)).is_relative_to(out_dir)]
             if not found:
                 report.fail(item, f"folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
         elif path.exists():
@@ -165,11 +173,14 @@ def resolve_inputs(items: list[str], report: Report) -> list[Path]:
     return images
 
 
-def plan_outputs(images: list[Path], out: Path, figure: bool, overwrite: bool, report: Report) -> list[Job]:
-    """One job per image, named by the scheme in :data:`LAYOUT`; images whose outputs exist (without
-    ``overwrite``) or whose name is still taken are reported and left out."""
+def plan_outputs(images: list[Path], out: Path, figure: bool, overwrite: bool, report: Report,
+                 skip_existing: bool = False) -> tuple[list[Job], int]:
+    """One job per image, named by the scheme in :data:`LAYOUT`, and the number of images left out as done
+    (``skip_existing`` and all their outputs exist). Images whose outputs exist (without ``overwrite``) or whose
+    name is still taken are reported and left out."""
     if not images:
-        return []
+        return [], 0
+    done = 0
     absolute = [Path(os.path.abspath(p)) for p in images]  # abspath, not resolve: symlinks keep their own folder
     root = Path(os.path.commonpath([str(p.parent) for p in absolute]))
     folders = [p.parent.relative_to(root) for p in absolute]
@@ -184,11 +195,15 @@ def plan_outputs(images: list[Path], out: Path, figure: bool, overwrite: bool, r
             continue
         taken[key] = image
         existing = [o for o in job.outputs() if o.exists() or o.is_symlink()]
+        if skip_existing and len(existing) == len(job.outputs()):
+            done += 1
+            continue
         if existing and not overwrite:
-            report.fail(image, f"{existing[0]} already exists (--overwrite replaces it)")
+            report.fail(image, f"{existing[0]} already exists (--overwrite replaces it"
+                               + ("" if skip_existing else "; --skip-existing counts it as done") + ")")
             continue
         jobs.append(job)
-    return jobs
+    return jobs, done
 
 
 def _announce_conversion(meta: dict, backbone_weights, report: Report) -> None:
@@ -249,10 +264,12 @@ def process(job: Job, model, args, device: str, report: Report, bar) -> str | No
             target = job.figure
             save_comparison_figure(job.figure, x[0].cpu(), low[0].cpu(), high[0].cpu(), point,
                                    title=f"{job.image.name} — {args.model}")
-    except (OSError, SafetensorError) as err:
+    except BaseException as err:  # also Ctrl-C: an image is complete on disk or absent
         for path in written:
             path.unlink(missing_ok=True)
-        return f"cannot write {target}: {_reason(err)}"
+        if isinstance(err, (OSError, SafetensorError)):
+            return f"cannot write {target}: {_reason(err)}"
+        raise
     return None
 
 
@@ -269,19 +286,31 @@ def run(args) -> int:
     check_size(args.size, meta)
     out = Path(args.out)
     check_out_dir(out)
-    images = resolve_inputs(args.images, report)
+    images = resolve_inputs(args.images, report, out)
     total = len(images) + len(report.failed)
-    jobs = plan_outputs(images, out, figure=not args.no_figure, overwrite=args.overwrite, report=report)
-    if jobs:
-        _announce_conversion(meta, args.backbone_weights, report)
-        report.status(f"loading model {args.model} on {device}")
-        model = wrcup.load(args.model, device=device, backbone_weights=args.backbone_weights)
-        with tqdm(jobs, desc="upsample", unit="img", disable=args.quiet, file=sys.stderr) as bar:
-            for job in bar:
-                reason = process(job, model, args, device, report, bar)
-                if reason is not None:
-                    report.fail(job.image, reason)
-    done = total - len(report.failed)
-    print(f"wrote {done} of {total} image(s) to {out}"
+    jobs, done_before = plan_outputs(images, out, figure=not args.no_figure, overwrite=args.overwrite,
+                                     report=report, skip_existing=args.skip_existing)
+    if done_before:
+        report.status(f"{done_before} image(s) already have all their outputs in {out} (--skip-existing)")
+    written = done_before
+    try:
+        if jobs:
+            _announce_conversion(meta, args.backbone_weights, report)
+            report.status(f"loading model {args.model} on {device}")
+            model = wrcup.load(args.model, device=device, backbone_weights=args.backbone_weights)
+            with tqdm(jobs, desc="upsample", unit="img", disable=args.quiet, file=sys.stderr) as bar:
+                for job in bar:
+                    reason = process(job, model, args, device, report, bar)
+                    if reason is None:
+                        written += 1
+                    else:
+                        report.fail(job.image, reason)
+    except KeyboardInterrupt:
+        # every file is written atomically, so what is on disk is complete; a rerun finishes the rest
+        print(f"interrupted: {written} of {total} image(s) are in {out}; rerun the same command with "
+              "--skip-existing to finish the rest", file=sys.stderr)
+        return 130
+    print(f"wrote {written} of {total} image(s) to {out}"
+          + (f" ({done_before} of them already there)" if done_before else "")
           + (f"; not written: {', '.join(report.failed)}" if report.failed else ""))
     return 1 if report.failed else 0
