@@ -73,7 +73,8 @@ def test_folders_are_expanded_and_mirrored(tmp_path, real_photos, fast_load, cap
     (root / "notes.txt").write_text("not an image")
     (tmp_path / "empty").mkdir()
     out = tmp_path / "out"
-    code = main(["upsample", str(root), str(tmp_path / "empty"), "--out", str(out), "--no-figure", *SMALL])
+    again = str(root / "bear" / ".." / "bear" / "00000.jpg")  # one image named twice is processed once
+    code = main(["upsample", str(root), again, str(tmp_path / "empty"), "--out", str(out), "--no-figure", *SMALL])
     captured = capsys.readouterr()
     assert code == 1  # the empty folder is reported, the three images are written
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.safetensors")) == [
@@ -289,3 +290,20 @@ def test_outputs_inside_an_input_folder_are_not_taken_as_inputs(tmp_path, real_p
         assert "wrote 1 of 1" in capsys.readouterr().out
     assert sorted(p.relative_to(photos).as_posix() for p in photos.rglob("*")) == [
         "out", "out/p.png", "out/p.safetensors", "p.jpg"]
+
+
+def test_a_failed_picture_removes_the_images_features_too(tmp_path, real_photos, fast_load, monkeypatch, capsys):
+    import errno
+
+    import wrcup.viz
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(wrcup.viz, "save_comparison_figure", disk_full)
+    photo = _photo(tmp_path / "p.jpg", real_photos)
+    out = tmp_path / "o"
+    assert main(["upsample", str(photo), "--out", str(out), "--quiet", *SMALL]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "p.png" in err[0] and "No space left on device" in err[0]
+    assert list(out.iterdir()) == []  # complete or absent: the features went with the picture
