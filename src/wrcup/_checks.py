@@ -52,3 +52,28 @@ def check_choice(value, name: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
+
+
+def resolve_device(value: str | None, name: str = "device") -> str:
+    """A device string checked against this machine: ``None`` → ``"cuda"`` when a CUDA GPU is available, else
+    ``"cpu"``; ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` are accepted when present. ValueError naming ``name``."""
+    if value is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    accepted = "cpu, cuda, cuda:N or mps"
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} must be {accepted}; got {value!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} {value!r}: no CUDA GPU is available here (torch.cuda.is_available() is "
+                             "False); use cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{name} {value!r}: this machine has {count} CUDA device(s), cuda:0 … cuda:{count - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{name} {value!r}: Apple MPS is not available here; use cpu")
+    elif device.type != "cpu":
+        raise ValueError(f"{name} must be {accepted}; got {value!r}")
+    return value

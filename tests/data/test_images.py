@@ -138,3 +138,169 @@ def test_resize_short_side_and_center_crop():
     assert center_crop(img, 6).shape == (2, 6, 6)
     with pytest.raises(ValueError, match="fit"):
         center_crop(img, 7)
+
+
+# ----------------------------------------------------------------------------------- every mode Pillow opens
+# Each case writes a file in one PIL mode and gives the float RGB it must read as, computed here in float64
+# from the stored numbers (never through PIL's own conversions). Alpha is composited on white.
+_RNG = np.random.default_rng(7)
+_U8 = _RNG.integers(0, 256, size=(5, 6, 4), dtype=np.uint8)
+_U16 = np.array([[0, 1, 255, 256, 65534, 65535], [1000, 2000, 30000, 40000, 50000, 60000]], dtype=np.uint16)
+
+
+def _grey(g):
+    return np.repeat(np.asarray(g, np.float64)[..., None], 3, axis=2)
+
+
+def _over_white(rgb, alpha):
+    a = np.asarray(alpha, np.float64)[..., None] / 255
+    return np.asarray(rgb, np.float64) / 255 * a + (1 - a)
+
+
+def _case_L(path):
+    Image.fromarray(_U8[..., 0], "L").save(path.with_suffix(".png"))
+    return path.with_suffix(".png"), _grey(_U8[..., 0] / 255)
+
+
+def _case_RGB(path):
+    Image.fromarray(_U8[..., :3], "RGB").save(path.with_suffix(".png"))
+    return path.with_suffix(".png"), _U8[..., :3] / 255
+
+
+def _case_RGBA(path):
+    alpha = _U8[..., 3].copy()
+    alpha[0, :3] = (0, 128, 255)  # fully transparent, half, opaque
+    Image.fromarray(np.dstack([_U8[..., :3], alpha]), "RGBA").save(path.with_suffix(".png"))
+    return path.with_suffix(".png"), _over_white(_U8[..., :3], alpha)
+
+
+def _case_LA(path):
+    alpha = _U8[..., 3].copy()
+    alpha[0, 0] = 0
+    Image.fromarray(np.dstack([_U8[..., 0], alpha]), "LA").save(path.with_suffix(".png"))
+    return path.with_suffix(".png"), _over_white(np.repeat(_U8[..., :1], 3, axis=2), alpha)
+
+
+def _case_P_transparency(path):
+    index = _U8[..., 0] % 4
+    palette = np.array([[255, 0, 0], [0, 0, 255], [10, 200, 30], [0, 0, 0]], np.uint8)
+    img = Image.fromarray(index, "P")
+    img.putpalette(palette.flatten().tolist())
+    img.save(path.with_suffix(".png"), transparency=3)  # index 3 (black) is transparent: reads as white
+    expected = palette[index] / 255
+    expected[index == 3] = 1.0
+    return path.with_suffix(".png"), expected
+
+
+def _case_1(path):
+    bits = _U8[..., 0] > 127
+    Image.fromarray(bits).save(path.with_suffix(".png"))
+    return path.with_suffix(".png"), _grey(bits.astype(np.float64))
+
+
+def _case_I16(path):
+    Image.fromarray(_U16).save(path.with_suffix(".png"))  # 16-bit greyscale PNG: PIL mode I;16
+    return path.with_suffix(".png"), _grey(_U16 / 65535)
+
+
+def _case_I16B(path):
+    Image.fromarray(_U16.astype(">u2")).save(path.with_suffix(".tif"))
+    return path.with_suffix(".tif"), _grey(_U16 / 65535)
+
+
+def _case_I(path):
+    Image.fromarray(_U16.astype(np.int32)).save(path.with_suffix(".tif"))  # 32-bit ints holding 16-bit data
+    return path.with_suffix(".tif"), _grey(_U16 / 65535)
+
+
+def _case_F(path):
+    values = np.linspace(0, 1, 12, dtype=np.float32).reshape(2, 6)
+    Image.fromarray(values).save(path.with_suffix(".tif"))
+    return path.with_suffix(".tif"), _grey(values)
+
+
+def _case_CMYK(path):
+    Image.fromarray(_U8, "CMYK").save(path.with_suffix(".tif"))  # TIFF: lossless CMYK
+    cmy, k = _U8[..., :3] / 255, _U8[..., 3:] / 255
+    return path.with_suffix(".tif"), (1 - cmy) * (1 - k)
+
+
+_MODE_CASES = {"L": _case_L, "RGB": _case_RGB, "RGBA": _case_RGBA, "LA": _case_LA, "P": _case_P_transparency,
+               "1": _case_1, "I;16": _case_I16, "I;16B": _case_I16B, "I": _case_I, "F": _case_F, "CMYK": _case_CMYK}
+
+
+@pytest.mark.parametrize("mode", list(_MODE_CASES))
+def test_load_image_reads_every_pil_mode_as_float_rgb(tmp_path, mode):
+    path, expected = _MODE_CASES[mode](tmp_path / "img")
+    assert Image.open(path).mode == mode  # the file really is in that mode
+    img = load_image(path)
+    assert img.dtype == torch.float32 and img.shape == (3, *expected.shape[:2])
+    torch.testing.assert_close(img, torch.from_numpy(expected).permute(2, 0, 1).float(), rtol=0, atol=1e-6)
+
+
+def test_sixteen_bit_grey_keeps_its_precision(tmp_path):
+    # the reported bug: I;16 read as all-white; and 8-bit rounding would merge 0 and 1/65535
+    path, _ = _case_I16(tmp_path / "img")
+    img = load_image(path)
+    assert float(img.min()) == 0.0 and float(img.max()) == 1.0
+    assert 0 < float(img[0, 0, 1]) < 1 / 255
+
+
+def test_int32_and_float_images_outside_a_known_range_are_refused(tmp_path):
+    Image.fromarray(np.array([[-5, 70000]], dtype=np.int32)).save(tmp_path / "i.tif")
+    with pytest.raises(ImageReadError, match=r"i\.tif.*-5.*70000"):
+        load_image(tmp_path / "i.tif")
+    Image.fromarray(np.array([[0.0, 3.5]], dtype=np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(ImageReadError, match=r"f\.tif.*\[0, 1\]"):
+        load_image(tmp_path / "f.tif")
+    Image.fromarray(np.array([[0.0, np.nan]], dtype=np.float32)).save(tmp_path / "n.tif")
+    with pytest.raises(ImageReadError, match=r"n\.tif.*NaN"):
+        load_image(tmp_path / "n.tif")
+
+
+def test_cmyk_jpeg_reads_as_its_rgb_colour(tmp_path):
+    # a flat CMYK patch through JPEG (lossy: a few levels of tolerance)
+    cmyk = np.zeros((16, 16, 4), np.uint8) + np.array([10, 120, 200, 40], np.uint8)
+    Image.fromarray(cmyk, "CMYK").save(tmp_path / "c.jpg", quality=100)
+    img = load_image(tmp_path / "c.jpg")
+    expected = (1 - cmyk[0, 0, :3] / 255) * (1 - cmyk[0, 0, 3] / 255)
+    torch.testing.assert_close(img[:, 8, 8].double(), torch.from_numpy(expected), rtol=0, atol=3 / 255)
+
+
+def test_multi_frame_files_give_their_first_frame(tmp_path):
+    red, blue = (Image.new("RGB", (6, 4), c) for c in ((255, 0, 0), (0, 0, 255)))
+    red.save(tmp_path / "a.gif", save_all=True, append_images=[blue], duration=100, loop=0)
+    red.save(tmp_path / "a.tif", save_all=True, append_images=[blue])
+    for name in ("a.gif", "a.tif"):
+        assert getattr(Image.open(tmp_path / name), "n_frames", 1) == 2
+        img = load_image(tmp_path / name)
+        assert img.shape == (3, 4, 6)
+        torch.testing.assert_close(img[:, 2, 3], torch.tensor([1.0, 0.0, 0.0]), rtol=0, atol=2 / 255)
+
+
+def test_exif_rotated_jpeg_is_turned_upright(tmp_path):
+    # Orientation 8 = "rotate 90° counter-clockwise to display": stored 16×32 (H×W) displays as 32×16
+    stored = np.zeros((16, 32, 3), np.uint8)
+    stored[:8, :8] = 255  # stored top-left block → bottom-left after a counter-clockwise quarter turn
+    img = Image.fromarray(stored)
+    exif = img.getexif()
+    exif[0x0112] = 8
+    img.save(tmp_path / "r.jpg", exif=exif, quality=100)
+    out = load_image(tmp_path / "r.jpg")
+    assert out.shape == (3, 32, 16)
+    assert out[:, -4, 4].min() > 0.9 and out[:, 4, 4].max() < 0.1
+
+
+def test_truncated_zero_byte_and_oversized_files_raise_image_read_error(tmp_path, fx, monkeypatch):
+    fx.write_rgb(tmp_path / "full.png", size=(64, 64))
+    Image.open(tmp_path / "full.png").save(tmp_path / "full.jpg", quality=90)
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    for name in ("cut.jpg", "empty.jpg"):
+        with pytest.raises(ImageReadError, match=name):
+            load_image(tmp_path / name)
+    # PIL refuses "decompression bombs" (more than twice MAX_IMAGE_PIXELS) with an error that is not an OSError
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageReadError, match=r"full\.png.*pixels"):
+        load_image(tmp_path / "full.png")

@@ -109,3 +109,13 @@ def test_compare_resumes_from_its_parts(tmp_path, photos, checkpoint, monkeypatc
 
 def test_compare_rejects_unknown_task(tmp_path):
     assert main(["eval", "compare", "--tasks", "nope", "--out", str(tmp_path / "x.json")]) == 2
+
+
+def test_bilinear_and_none_results_claim_no_operator(tmp_path, photos, checkpoint):
+    # the checkpoint's operator is not used by --method bilinear/none, so the result must not name it
+    for method in ("bilinear", "none"):
+        out = tmp_path / f"{method}.json"
+        assert main(["eval", "fidelity", str(photos), "--model", str(checkpoint), "--method", method, "--size", "56",
+                     "--quiet", "--out", str(out)]) == 0
+        r = json.loads(out.read_text())
+        assert r["method"] == method and r["operator"] is None

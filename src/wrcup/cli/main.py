@@ -7,78 +7,19 @@ import os
 import sys
 from pathlib import Path
 
-
-def _point(text: str) -> tuple[float, float]:
-    try:
-        x, y = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--point must be 'x,y' in pixels, got {text!r}") from None
-    return x, y
+from .upsample import add_parser as add_upsample_parser
 
 
-def _add_upsample(sub) -> None:
-    p = sub.add_parser("upsample", help="upsample the backbone features of images; write features and pictures",
-                       description="For each image: backbone features, upsampled features (safetensors) and a PNG "
-                                   "with the photo, low-res and upsampled feature PCA and a similarity map.")
-    p.add_argument("images", nargs="+", help="image files (jpg, png, webp, …)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model", default="wrc-dinov2-s14-imgfocus", help="shipped checkpoint name or .safetensors path")
-    p.add_argument("--backbone-weights", default=None, help="local backbone weights (offline, non-embedded backbones)")
-    p.add_argument("--size", type=int, default=448, help="shorter image side fed to the backbone (default 448)")
-    p.add_argument("--point", type=_point, default=None, help="query point 'x,y' in pixels of the original image "
-                                                              "for the similarity map (default: the centre)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, … (default: cuda if available)")
-    p.add_argument("--no-figure", action="store_true", help="write features only")
-    p.set_defaults(func=_run_upsample)
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: …)" to every option with a default worth stating (not to required options, flags or
+    options whose default is "not given")."""
 
-
-def _run_upsample(args) -> int:
-    import torch
-    from safetensors.torch import save_file
-    from tqdm.auto import tqdm
-
-    import wrcup
-    from wrcup._io import atomic_path
-    from wrcup.data.images import ImageReadError, load_image, resize_short_side
-    from wrcup.viz import save_comparison_figure
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.size < 1:
-        print(f"error: --size must be a positive number of pixels, got {args.size}", file=sys.stderr)
-        return 2
-    model = wrcup.load(args.model, device=device, backbone_weights=args.backbone_weights)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    failures = []
-    for path in tqdm(args.images, desc="upsample", unit="img", disable=len(args.images) < 2):
-        try:
-            image = load_image(path)
-        except (ImageReadError, FileNotFoundError, OSError) as err:
-            failures.append(path)
-            tqdm.write(f"skipped {path}: {err}", file=sys.stderr)
-            continue
-        H0, W0 = image.shape[-2:]
-        x = model.backbone.prepare(resize_short_side(image[None], args.size).clamp(0, 1).to(device))
-        with torch.inference_mode():
-            high, low = model(x, return_low_res=True)
-        H, W = x.shape[-2:]
-        px, py = args.point if args.point is not None else (W0 / 2, H0 / 2)
-        if not (0 <= px < W0 and 0 <= py < H0):
-            failures.append(path)
-            tqdm.write(f"skipped {path}: --point {px},{py} is outside the image ({W0}×{H0})", file=sys.stderr)
-            continue
-        point = (px * W / W0, py * H / H0)
-        stem = Path(path).stem
-        with atomic_path(out / f"{stem}.safetensors") as tmp:
-            save_file({"features": high[0].float().cpu().contiguous(), "low_res": low[0].float().cpu().contiguous()},
-                      str(tmp), metadata={"image": str(path), "input_size": f"{H}x{W}",
-                                          "model": json.dumps(model.metadata.get("name", args.model))})
-        if not args.no_figure:
-            save_comparison_figure(out / f"{stem}.png", x[0].cpu(), low[0].cpu(), high[0].cpu(), point,
-                                   title=f"{Path(path).name} — {args.model}")
-    done = len(args.images) - len(failures)
-    print(f"wrote {done} of {len(args.images)} image(s) to {out}" + (f"; failed: {', '.join(failures)}" if failures else ""))
-    return 1 if failures else 0
+    def _get_help_string(self, action):
+        default = getattr(action.default, "value", action.default)  # train flags wrap their defaults (_Default)
+        unstated = default is None or default is False  # "not given" / a flag
+        if action.required or unstated or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class _Default:
@@ -102,39 +43,61 @@ TRAIN_FLAG_FIELDS = {"losses": "loss_weights", "no_augment": "augment"}
 
 
 def _add_train(sub) -> None:
-    from wrcup.train.trainer import TrainConfig
+    from wrcup.backbones import list_backbones
+    from wrcup.data.images import IMAGE_EXTENSIONS
+    from wrcup.nn import list_operators
+    from wrcup.train.trainer import LOSS_NAMES, TrainConfig
 
     d = TrainConfig(data=[], out="")
     p = sub.add_parser("train", help="train an upsampler self-supervised against a frozen backbone",
-                       description="Self-supervised training (spec §4). Multi-GPU: torchrun --nproc_per_node N -m wrcup.cli.main train …")
-    p.add_argument("--data", nargs="+", help="image folders (searched recursively)")
+                       formatter_class=_DefaultsFormatter,
+                       description="Self-supervised training of an upsampler against its frozen backbone (the "
+                                   "losses and the data flow are described in docs/DESIGN.md). Multi-GPU: "
+                                   "torchrun --nproc_per_node N -m wrcup.cli.main train …")
+    p.add_argument("--data", nargs="+",
+                   help=f"image folders (searched recursively for {', '.join(IMAGE_EXTENSIONS)}, any case)")
     p.add_argument("--out", help="run folder: checkpoints, log.csv, summary.json")
-    p.add_argument("--backbone", default=d.backbone)
-    p.add_argument("--backbone-weights", default=None)
-    p.add_argument("--operator", default=d.operator)
+    p.add_argument("--backbone", default=d.backbone,
+                   help=f"frozen backbone: {', '.join(list_backbones())}, or a timm ViT model name")
+    p.add_argument("--backbone-weights", default=None,
+                   help="local timm-format weights for the backbone (.safetensors/.pth; offline use of non-embedded "
+                        "backbones; default: the embedded backbone's own, or a download)")
+    p.add_argument("--operator", default=d.operator,
+                   help=f"upsampling operator, one of: {', '.join(list_operators())}")
     p.add_argument("--residual", action="store_true", help="add the bilinear upsampling of the input features to the output")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch per optimiser step")
-    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup", type=int, default=d.warmup)
-    p.add_argument("--schedule", choices=("cosine", "constant"), default=d.schedule)
-    p.add_argument("--high-res", type=int, default=d.high_res)
-    p.add_argument("--crops", type=int, default=d.crops)
+    p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="global batch per optimiser step (all ranks together)")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum,
+                   help="micro-batches each optimiser step's batch is split into (gradients accumulated)")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="steps of linear learning-rate warm-up")
+    p.add_argument("--schedule", choices=("cosine", "constant"), default=d.schedule,
+                   help="learning rate after the warm-up: cosine decay to 0 at --steps, or constant")
+    p.add_argument("--high-res", type=int, default=d.high_res,
+                   help="side of the square high-res view in pixels; the upsampler's input is the half-size view")
+    p.add_argument("--crops", type=int, default=d.crops,
+                   help="aligned crops per image whose backbone features are the local loss's targets")
     p.add_argument("--losses", default="local,global,consistency",
-                   help="comma-separated subset of local,global,consistency,full (spec §4: the first three; "
-                        "full = against the backbone features of the whole high-res view)")
-    p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--cache-targets", default=None, help="folder caching backbone targets for fixed crops (fast on CPU)")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=None)
+                   help=f"comma-separated subset of {','.join(LOSS_NAMES)}, each with weight 1 (the paper's recipe "
+                        "uses the first three; full = against the backbone features of the whole high-res view)")
+    p.add_argument("--no-augment", action="store_true",
+                   help="no photometric augmentation of the consistency loss's second view (it sees the same image)")
+    p.add_argument("--cache-targets", default=None,
+                   help="folder caching backbone targets for fixed crops per image (fast on CPU; default: no cache, "
+                        "new random crops every step)")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="write a resumable checkpoint every this many steps (0: only at the end)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the batches, crops and augmentations (each step is a pure function of it)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     p.add_argument("--name", default=d.name, help="file name of the final checkpoint")
     resume = p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                             help="continue the run in RUN_DIR (or --out) from its last checkpoint with its recorded "
                                  "settings; a flag given that differs from them is an error, except")
-    p.add_argument("--stop-at", type=int, default=None, help="stop after this many steps with a resumable checkpoint")
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="stop after this many steps with a resumable checkpoint (default: run all --steps)")
     p.set_defaults(func=_run_train)
     from wrcup.train.trainer import RESUME_MAY_DIFFER
 
@@ -196,8 +159,7 @@ def _resumed_config(flags, typed: set[str], run_dir: Path):
 
 
 def _run_train(args) -> int:
-    import torch
-
+    from wrcup._checks import resolve_device
     from wrcup.train.trainer import LOSS_NAMES, TrainConfig, TrainingInterrupted, train
 
     typed = _typed_train_flags(args)
@@ -213,7 +175,7 @@ def _run_train(args) -> int:
         schedule=args.schedule, high_res=args.high_res, crops=args.crops,
         loss_weights={k: (1.0 if k in chosen else 0.0) for k in LOSS_NAMES}, augment=not args.no_augment,
         cache_targets=args.cache_targets, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), name=args.name)
+        device=resolve_device(args.device, "--device"), name=args.name)
     run_dir = None
     if args.resume is not None:
         if args.resume is True and args.out is None:
@@ -258,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wrcup", description="Weighted Reverse Convolution feature upsamplers.")
     parser.add_argument("--version", action="version", version=f"wrcup {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_upsample(sub)
+    add_upsample_parser(sub)
     _add_train(sub)
     try:
         from wrcup.eval.cli import add_eval_parser

@@ -2,6 +2,20 @@
 
 Every image leaves this module as a ``torch.float32`` tensor of shape 3×H×W with values in [0, 1] (RGB, EXIF
 orientation applied). Label maps leave it as ``torch.int64`` tensors of shape H×W holding the raw stored indices.
+
+How :func:`load_image` maps each PIL mode to [0, 1] (one rule per mode, no guessing from the values):
+
+* ``1``, ``L``, ``P``, ``RGB``, ``CMYK``, ``YCbCr``, …: 8-bit levels / 255 (``1``: 0 or 1). CMYK is turned into
+  RGB in floating point as (1 − c)(1 − k) per channel, without colour management.
+* ``I;16``, ``I;16B``, ``I;16L`` (16-bit greyscale PNG/TIFF): / 65535, keeping all 16 bits.
+* ``I`` (32-bit signed integers): Pillow uses it for 16-bit data widened to 32 bits, so values in [0, 65535]
+  are divided by 65535; any value outside that range has no standard brightness scale and the file is refused
+  (ImageReadError naming the range found).
+* ``F`` (32-bit float): used as is when every value lies in [0, 1]; NaN/Inf or values outside [0, 1] are
+  refused for the same reason (rescaling by the image's own min/max would silently change its brightness).
+* Transparency (``RGBA``, ``LA``, ``PA``, ``RGBa``, ``La``, a ``transparency`` entry such as a PNG tRNS chunk or
+  a GIF's transparent index) is composited on white: a pixel with alpha a reads as a·colour + (1 − a).
+* Multi-frame files (animated GIF/WebP, multi-page TIFF) give their first frame.
 """
 from __future__ import annotations
 
@@ -60,18 +74,20 @@ def _open(path: Path) -> Image.Image:
     try:
         img = Image.open(path)
         img.load()  # PIL decodes lazily; force it here so truncated files fail inside this try
+    except Image.DecompressionBombError as err:  # not an OSError: PIL's guard against huge images
+        raise ImageReadError(f"cannot read {str(path)!r}: too many pixels for PIL's safety limit ({err})") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"cannot read {str(path)!r}: {err}") from err
     return img
 
 
 def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """Read an image file as RGB.
+    """Read an image file as RGB (any mode PIL opens; the per-mode scaling is in the module docstring).
 
     Returns:
         ``torch.float32`` tensor 3×H×W in [0, 1], after applying the EXIF orientation tag.
     Raises:
-        ImageReadError: the file is missing or cannot be decoded.
+        ImageReadError: the file is missing, cannot be decoded, or holds values without a known [0, 1] scale.
     """
     path = Path(path)
     img = _open(path)
@@ -79,8 +95,52 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a corrupt EXIF block should not make a readable image unreadable
         pass
-    array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    array = _rgb_float(img, path)
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def _rgb_float(img: Image.Image, path: Path) -> np.ndarray:
+    """A decoded PIL image → float32 H×W×3 in [0, 1] (rules in the module docstring)."""
+    mode = img.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        grey = np.asarray(img).astype(np.float32) / 65535
+    elif mode == "I":
+        values = np.asarray(img)
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi > 65535:
+            raise ImageReadError(f"cannot read {str(path)!r}: 32-bit integer image with values from {lo} to {hi}; "
+                                 "only 0 … 65535 (16-bit data) has a known brightness scale; convert it to 8 or "
+                                 "16 bits first")
+        grey = values.astype(np.float32) / 65535
+    elif mode == "F":
+        grey = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(grey).all():
+            raise ImageReadError(f"cannot read {str(path)!r}: float image contains NaN or Inf values")
+        lo, hi = float(grey.min()), float(grey.max())
+        if lo < 0 or hi > 1:
+            raise ImageReadError(f"cannot read {str(path)!r}: float image with values from {lo:g} to {hi:g}; "
+                                 "expected [0, 1] (other ranges have no known brightness scale; rescale it first)")
+    elif mode == "1":
+        grey = np.asarray(img, dtype=np.float32)
+    elif mode == "CMYK":
+        cmyk = np.asarray(img, dtype=np.float32) / 255
+        return (1 - cmyk[..., :3]) * (1 - cmyk[..., 3:])
+    else:
+        alpha = mode in _ALPHA_MODES or "transparency" in img.info
+        try:
+            converted = img.convert("RGBA" if alpha else "RGB")
+        except ValueError as err:
+            raise ImageReadError(f"cannot read {str(path)!r}: PIL mode {mode!r} cannot be turned into RGB ({err})")
+        array = np.asarray(converted, dtype=np.float32) / 255
+        if not alpha:
+            return array
+        a = array[..., 3:]
+        return array[..., :3] * a + (1 - a)  # composite on white
+    return np.repeat(grey[..., None], 3, axis=2)
 
 
 def load_label(path: str | os.PathLike) -> torch.Tensor:

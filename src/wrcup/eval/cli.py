@@ -138,7 +138,7 @@ def _common(p) -> None:
     p.add_argument("--backbone-weights", default=None)
     p.add_argument("--out", default=None, help="write the result as JSON here")
     p.add_argument("--cache", default=None, help="folder caching backbone features (shared by all methods)")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -186,10 +186,13 @@ def _image_list(items: list[str], every: int) -> list[Path]:
 def _setup(args):
     import torch
 
+    from .._checks import resolve_device
+
+    device = resolve_device(args.device, "--device")
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return device
 
 
 def _write_json(path, result) -> None:
@@ -209,7 +212,7 @@ def _run(args) -> int:
     extractor = FeatureExtractor(backbone, upsampler, args.method, cache_dir=args.cache)
     result = tasks.run_task(args.task, extractor, progress=not args.quiet, **options)
     result = {"task": args.task, "model": str(args.model), "method": args.method,
-              "operator": meta.get("operator"), **result}
+              "operator": meta.get("operator") if args.method == "learned" else None, **result}
     if args.out:
         _write_json(args.out, result)
     summary = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}

@@ -355,7 +355,7 @@ def depth_probe(extractor: FeatureExtractor, root: str | Path, size: int = 448, 
 
 # -------------------------------------------------------------------------------------------- discovery
 DISCOVERY_DATASETS = ("voc07", "voc12", "coco20k", "davis-first-frames")
-# TokenCut's cosine thresholds (spec §5): 0.2 on VOC, 0.3 on COCO20K; DAVIS follows VOC.
+# TokenCut's cosine thresholds: 0.2 on VOC, 0.3 on COCO20K; DAVIS follows VOC.
 DISCOVERY_TAU = {"voc07": 0.2, "voc12": 0.2, "coco20k": 0.3, "davis-first-frames": 0.2}
 
 

@@ -1,4 +1,4 @@
-"""The WRC upsampler network (spec §3): image guidance + coarse backbone features → features on a 2× grid.
+"""The WRC upsampler network (the authors' architecture, Li et al. 2026): image guidance + coarse backbone features → features on a 2× grid.
 
 Layout (C = ``dim``, G = 32 guidance channels, M = (C + G) // 2)::
 

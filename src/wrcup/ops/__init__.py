@@ -1,4 +1,4 @@
-"""wrcup.ops — functional reverse-convolution operators (docs/wrc-spec.md section 2).
+"""wrcup.ops — functional reverse-convolution operators (overview: docs/DESIGN.md).
 
 * :func:`reverse_conv` — Converse2D closed form on a padded periodic map.
 * :func:`wrc_closed_form` — the WRC authors' closed form with given weight maps ("reference" / "aligned").

@@ -1,4 +1,4 @@
-"""Closed-form reverse convolutions (docs/wrc-spec.md section 2), evaluated with real FFTs.
+"""Closed-form reverse convolutions (Li et al. 2026; overview: docs/DESIGN.md), evaluated with real FFTs.
 
 Per channel: y is an h×w low-res map (already padded, treated as periodic), s the integer scale, H×W = (s·h)×(s·w)
 the high-res grid, k a κ×κ kernel, F its spectrum after a circular roll (see ``mode``), x̄ the prior, λ > 0.

@@ -1,4 +1,5 @@
-"""Exact solution of the weighted reverse-convolution problem (spec §2, "What the exact solution takes").
+"""Exact solution of the weighted reverse-convolution problem: the true minimiser that the
+closed forms approximate (overview: docs/DESIGN.md).
 
 Per batch element b and channel c, on the periodic high-res grid H×W = (s·h)×(s·w)::
 

@@ -1,4 +1,4 @@
-"""Whole reverse-convolution layers: pad → weights → solve → crop (docs/wrc-spec.md section 2).
+"""Whole reverse-convolution layers: pad → weights → solve → crop (overview: docs/DESIGN.md).
 
 * :func:`weighted_reverse_conv` — the WRC layer (weights from two learned 3×3 convolutions, λ = softplus(b) + ε).
 * :func:`converse2d` — the Converse2D layer (λ = sigmoid(b − 9) + ε, no weights).

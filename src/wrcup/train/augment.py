@@ -1,4 +1,4 @@
-"""Photometric augmentations of the guidance image and aligned crop boxes (spec §4).
+"""Photometric augmentations of the guidance image and aligned crop boxes (recipe: docs/DESIGN.md).
 
 Every random choice is drawn from a caller-supplied CPU ``torch.Generator``: the same generator state gives the
 same augmentation on any device. Geometry is never changed (the consistency loss compares predictions on the

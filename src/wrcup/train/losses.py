@@ -1,4 +1,4 @@
-"""Self-supervised training losses (spec §4).
+"""Self-supervised training losses (recipe: docs/DESIGN.md).
 
 Every loss is the same criterion, :func:`cosine_minmax_loss`, applied to a different (prediction, target) pair:
 - local: windows of the 2× prediction against the backbone's features of aligned crops of the high-res view;

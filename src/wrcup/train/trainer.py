@@ -1,4 +1,4 @@
-"""Self-supervised training of an upsampler against its frozen backbone (spec §4).
+"""Self-supervised training of an upsampler against its frozen backbone (recipe: docs/DESIGN.md).
 
 Reproducibility: the images of a step, their crop boxes and their augmentations are pure functions of
 ``(seed, step)``. A resumed run therefore replays exactly the steps a straight run would take; the
@@ -68,7 +68,7 @@ class TrainConfig:
     high_res: int = 448
     crops: int = 4
     crop_align: int = 28
-    # spec §4 sums local + global + consistency with weight 1; "full" (off by default) compares the prediction
+    # the paper's recipe sums local + global + consistency with weight 1; "full" (off by default) compares the prediction
     # with the backbone's features of the whole high-res view
     loss_weights: dict = field(default_factory=lambda: {"local": 1.0, "global": 1.0, "consistency": 1.0, "full": 0.0})
     augment: bool = True

@@ -1,4 +1,4 @@
-"""Training views of one photo (spec §4): the 448 high-res view, the 224 low-res view, crops of it."""
+"""Training views of one photo (recipe: docs/DESIGN.md): the 448 high-res view, the 224 low-res view, crops of it."""
 from __future__ import annotations
 
 import torch
