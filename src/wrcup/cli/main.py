@@ -55,8 +55,9 @@ def _add_train(sub) -> None:
                                    "losses and the data flow are described in docs/DESIGN.md). Multi-GPU: "
                                    "torchrun --nproc_per_node N -m wrcup.cli.main train …")
     p.add_argument("--data", nargs="+",
-                   help=f"image folders (searched recursively for {', '.join(IMAGE_EXTENSIONS)}, any case)")
-    p.add_argument("--out", help="run folder: checkpoints, log.csv, summary.json")
+                   help=f"image folders (searched recursively for {', '.join(IMAGE_EXTENSIONS)}, any case); "
+                        "required for a new run, recorded in the run for --resume")
+    p.add_argument("--out", help="run folder: checkpoints, log.csv, summary.json (required for a new run)")
     p.add_argument("--backbone", default=d.backbone,
                    help=f"frozen backbone: {', '.join(list_backbones())}, or a timm ViT model name")
     p.add_argument("--backbone-weights", default=None,
