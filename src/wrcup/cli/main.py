@@ -29,6 +29,11 @@ def _add_upsample(sub) -> None:
                                                               "for the similarity map (default: the centre)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, … (default: cuda if available)")
     p.add_argument("--no-figure", action="store_true", help="write features only")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--scale", type=int, choices=(2, 4, 8), default=2,
+                      help="output grid = SCALE × the backbone grid (default 2: one pass of the upsampler)")
+    size.add_argument("--to-image", action="store_true",
+                      help="features at the resolution of the image fed to the model (shorter side --size)")
     p.set_defaults(func=_run_upsample)
 
 
@@ -58,9 +63,11 @@ def _run_upsample(args) -> int:
             tqdm.write(f"skipped {path}: {err}", file=sys.stderr)
             continue
         H0, W0 = image.shape[-2:]
-        x = model.backbone.prepare(resize_short_side(image[None], args.size).clamp(0, 1).to(device))
+        resized = resize_short_side(image[None], args.size).clamp(0, 1).to(device)
+        x = model.backbone.prepare(resized)
+        size = dict(output_size=tuple(resized.shape[-2:])) if args.to_image else dict(scale=args.scale)
         with torch.inference_mode():
-            high, low = model(x, return_low_res=True)
+            high, low = model(x, return_low_res=True, **size)
         H, W = x.shape[-2:]
         px, py = args.point if args.point is not None else (W0 / 2, H0 / 2)
         if not (0 <= px < W0 and 0 <= py < H0):
