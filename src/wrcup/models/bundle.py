@@ -58,20 +58,32 @@ class UpsampledBackbone(nn.Module):
         p = self.backbone.patch_size
         grid = (images.shape[-2] // p, images.shape[-1] // p)
         target = resolve_output_size(grid, image_hw, output_size=output_size, scale=scale)
-        passes = plan_passes(grid, target)
-        if passes > 1 and not isinstance(self.upsampler, (WRCUpsampler, BilinearUpsampler)):
-            raise ValueError(f"output size {target[0]}×{target[1]} needs {passes} passes of the upsampler, which only "
-                             f"a WRCUpsampler or BilinearUpsampler can repeat (this one is a "
-                             f"{type(self.upsampler).__name__}); ask for at most twice the grid {grid[0]}×{grid[1]}")
         low = self.backbone(images)
-        if passes == 0:
-            high = low
-        elif passes == 1:
-            high = self.upsampler(self.backbone.normalise(images), low.to(images.dtype))
-        else:
-            high = upsample(self.backbone.normalise(images), low.to(images.dtype), [self.upsampler] * passes)
-        high = resize_features(high, target)
+        high = upsample_to_size(self.upsampler, self.backbone.normalise(images), low.to(images.dtype), target)
         return (high, low) if return_low_res else high
+
+
+def upsample_to_size(upsampler: nn.Module, image: torch.Tensor, features: torch.Tensor,
+                     size: tuple[int, int]) -> torch.Tensor:
+    """Features B×C×h×w → B×C×H×W with a 2× ``upsampler``: :func:`~wrcup.models.sizing.plan_passes` passes (the
+    fewest whose grid reaches or exceeds H×W; pass i guided by ``image`` at the effective patch size p/2^i, see
+    :func:`~wrcup.models.upsample`), then :func:`~wrcup.models.sizing.resize_features` to exactly H×W.
+
+    ``image``: B×3×(p·h)×(p·w), backbone-normalised. No pass: the features themselves are resized; one pass:
+    ``upsampler(image, features)``, so any 2× module works; more: a WRCUpsampler or BilinearUpsampler.
+    """
+    passes = plan_passes(tuple(features.shape[-2:]), size)
+    if passes > 1 and not isinstance(upsampler, (WRCUpsampler, BilinearUpsampler)):
+        raise ValueError(f"output size {size[0]}×{size[1]} needs {passes} passes of the upsampler, which only "
+                         f"a WRCUpsampler or BilinearUpsampler can repeat (this one is a {type(upsampler).__name__}); "
+                         f"ask for at most twice the grid {features.shape[-2]}×{features.shape[-1]}")
+    if passes == 0:
+        high = features
+    elif passes == 1:
+        high = upsampler(image, features)
+    else:
+        high = upsample(image, features, [upsampler] * passes)
+    return resize_features(high, size)
 
 
 def checkpoint_path(name_or_path: str | Path) -> Path:
