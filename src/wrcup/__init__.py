@@ -3,6 +3,7 @@
 >>> import wrcup
 >>> model = wrcup.load()                   # embedded DINOv2-architecture ViT-S/14 + shipped WRC upsampler
 >>> hr = model(images)                     # B×3×H×W in [0, 1] → B×384×(2H/14)×(2W/14)
+>>> hr = model(images, scale="image")      # … → B×384×H×W (also scale=4, 8 or output_size=(H2, W2))
 """
 __version__ = "0.1.0"
 

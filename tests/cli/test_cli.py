@@ -40,6 +40,24 @@ def test_upsample_writes_features_and_figures(tmp_path, real_photos, tiny_checkp
     assert "wrote 2 of 2" in capsys.readouterr().out
 
 
+def test_upsample_scale_and_to_image(tmp_path, real_photos, tiny_checkpoint):
+    from wrcup.data.images import load_image, resize_short_side
+
+    photo = real_photos[0]
+    fed = resize_short_side(load_image(photo)[None], 100).shape[-2:]       # the image the model is given
+    for flags, name in ((["--scale", "4"], "x4"), (["--to-image"], "image")):
+        assert main(["upsample", str(photo), "--out", str(tmp_path / name), "--model", str(tiny_checkpoint),
+                     "--size", "100", "--no-figure", *flags]) == 0
+    x4 = load_file(str(tmp_path / "x4" / f"{photo.stem}.safetensors"))
+    assert x4["features"].shape[1:] == (4 * x4["low_res"].shape[1], 4 * x4["low_res"].shape[2])
+    image = load_file(str(tmp_path / "image" / f"{photo.stem}.safetensors"))
+    assert image["features"].shape[1:] == fed and fed[0] == 100
+    for flags in (["--scale", "3"], ["--scale", "4", "--to-image"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["upsample", str(photo), "--out", str(tmp_path), *flags])
+        assert exc.value.code == 2
+
+
 def test_upsample_rejects_missing_and_unreadable_files_but_finishes_the_rest(tmp_path, real_photos, tiny_checkpoint, capsys):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 truncated")

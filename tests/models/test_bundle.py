@@ -61,3 +61,99 @@ def test_unknown_name_and_bad_images_give_clear_errors(shipped, tmp_path):
     with pytest.raises(ValueError, match="NaN"):
         shipped(torch.full((1, 3, 56, 56), float("nan")))
     assert set(SHIPPED_CHECKPOINTS) == {"wrc-dinov2-s14-imgfocus"}
+
+
+# ------------------------------------------------------------------------------ output_size / scale
+def _photo(real_photos, size):
+    from wrcup.data.images import load_image
+
+    return torch.nn.functional.interpolate(load_image(real_photos[1])[None], size=size, mode="bilinear",
+                                           antialias=True).clamp(0, 1)
+
+
+def test_default_output_is_unchanged_and_equals_scale_2_and_the_2x_output_size(shipped, real_photos):
+    image = _photo(real_photos, (100, 150))          # not multiples of 14: prepared to 98×154, grid 7×11
+    with torch.inference_mode():
+        prepared = shipped.backbone.prepare(image)
+        low = shipped.backbone(prepared)
+        today = shipped.upsampler(shipped.backbone.normalise(prepared), low)   # the one-pass path, by hand
+        default, low_out = shipped(image, return_low_res=True)
+        assert torch.equal(default, today) and torch.equal(low_out, low)
+        assert torch.equal(shipped(image, scale=2), today)
+        assert torch.equal(shipped(image, output_size=(14, 22)), today)
+    assert today.shape == (1, 384, 14, 22)
+
+
+def test_scales_repeat_the_trained_pass_then_resize_exactly(shipped, real_photos):
+    from wrcup.models import upsample
+    from wrcup.models.sizing import resize_features
+
+    image = _photo(real_photos, (45, 70))            # grid 3×5
+    with torch.inference_mode():
+        prepared = shipped.backbone.prepare(image)
+        low = shipped.backbone(prepared)
+        four = upsample(shipped.backbone.normalise(prepared), low, [shipped.upsampler] * 2)
+        eight = upsample(shipped.backbone.normalise(prepared), low, [shipped.upsampler] * 3)
+        assert torch.equal(shipped(image, scale=4), four) and four.shape == (1, 384, 12, 20)
+        assert torch.equal(shipped(image, scale=8), eight) and eight.shape == (1, 384, 24, 40)
+        # 4 passes reach 48×80 ≥ 45×70, then one antialiased bilinear shrink
+        own = shipped(image, scale="image")
+        sixteen = upsample(shipped.backbone.normalise(prepared), low, [shipped.upsampler] * 4)
+        assert own.shape == (1, 384, 45, 70)
+        torch.testing.assert_close(own, resize_features(sixteen, (45, 70)), rtol=0, atol=0)
+        # between two powers of two: 2 passes (12×20), shrunk to 11×17
+        torch.testing.assert_close(shipped(image, output_size=(11, 17)), resize_features(four, (11, 17)),
+                                   rtol=0, atol=0)
+        # no larger than the grid: the backbone's own features, resized
+        assert torch.equal(shipped(image, output_size=(3, 5)), low)
+    assert torch.isfinite(own).all()
+
+
+@pytest.mark.parametrize("image_size, kwargs, expected", [
+    ((57, 200), dict(scale=4), (16, 56)),            # grid 4×14, a 1:3.5 strip
+    ((29, 100), dict(scale="image"), (29, 100)),    # grid 2×7: 4 passes (32×112), then down
+    ((200, 29), dict(scale=2), (28, 4)),             # tall and narrow: grid 14×2
+    ((200, 29), dict(output_size=(90, 7)), (90, 7)),  # 3 passes (112×16), then down
+    ((31, 31), dict(output_size=(1, 1)), (1, 1)),
+])
+def test_output_shapes_for_odd_sizes_and_aspect_ratios(shipped, real_photos, image_size, kwargs, expected):
+    with torch.inference_mode():
+        high, low = shipped(_photo(real_photos, image_size), return_low_res=True, **kwargs)
+    assert high.shape == (1, 384, *expected) and high.dtype == low.dtype
+    assert torch.isfinite(high).all()
+
+
+def test_upsampled_features_at_any_size_stay_close_to_the_backbone_features(shipped, real_photos):
+    image = _photo(real_photos, (112, 140))
+    with torch.inference_mode():
+        low = shipped.backbone(image)
+        for kwargs in (dict(scale=4), dict(output_size=(30, 37))):     # grid 8×10: two passes
+            high = shipped(image, **kwargs)
+            bil = torch.nn.functional.interpolate(low, size=high.shape[-2:], mode="bilinear", align_corners=False)
+            assert torch.nn.functional.cosine_similarity(high, bil, dim=1).mean() > 0.8
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(scale=3), "scale must be one of 2, 4, 8, 'image'"),
+    (dict(scale="full"), "scale must be one of"),
+    (dict(output_size=(0, 10)), "output_size must be a pair of positive ints"),
+    (dict(output_size=(10, 10), scale=4), "output_size or scale, not both"),
+    (dict(output_size=(100_000, 10)), "at most 5"),
+])
+def test_bad_output_size_or_scale_gives_clear_errors(shipped, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        shipped(torch.rand(1, 3, 56, 56), **kwargs)
+
+
+def test_several_passes_need_a_repeatable_upsampler(shipped):
+    from wrcup.models.bundle import UpsampledBackbone
+
+    class Other(torch.nn.Module):
+        def forward(self, image, features):
+            return torch.nn.functional.interpolate(features, scale_factor=2)
+
+    model = UpsampledBackbone(shipped.backbone, Other())
+    x = torch.rand(1, 3, 56, 56)
+    assert model(x).shape == (1, 384, 8, 8) and model(x, output_size=(7, 5)).shape == (1, 384, 7, 5)
+    with pytest.raises(ValueError, match="needs 2 passes"):
+        model(x, scale=4)

@@ -54,6 +54,12 @@ def add_parser(sub) -> None:
                         "centre); an image it lies outside of gets a picture without them")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     p.add_argument("--no-figure", action="store_true", help="write the features only (no PNG; --point is unused)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--scale", type=int, choices=(2, 4, 8), default=2,
+                      help="output grid = SCALE × the backbone grid (2: one pass of the upsampler; 4 and 8 repeat "
+                           "it) (default: %(default)s)")
+    size.add_argument("--to-image", action="store_true",
+                      help="features at the resolution of the image fed to the model (shorter side --size)")
     existing = p.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     existing.add_argument("--skip-existing", action="store_true",
@@ -235,12 +241,14 @@ def process(job: Job, model, args, device: str, report: Report, bar) -> str | No
     except ImageReadError as err:
         return str(err)
     H0, W0 = image.shape[-2:]
-    x = model.backbone.prepare(resize_short_side(image[None], args.size).clamp(0, 1).to(device))
+    resized = resize_short_side(image[None], args.size).clamp(0, 1).to(device)
+    x = model.backbone.prepare(resized)
+    size = dict(output_size=tuple(resized.shape[-2:])) if args.to_image else dict(scale=args.scale)
     H, W = x.shape[-2:]
     bar.set_postfix_str(f"{job.image.name} {W0}×{H0} → {W}×{H}", refresh=True)
     try:
         with torch.inference_mode():
-            high, low = model(x, return_low_res=True)
+            high, low = model(x, return_low_res=True, **size)
     except RuntimeError as err:  # e.g. out of memory on a huge image: this image fails, the others go on
         if os.environ.get("WRCUP_DEBUG"):
             raise

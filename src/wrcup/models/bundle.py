@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from .._checks import check_finite, check_tensor
+from .sizing import plan_passes, resize_features, resolve_output_size
+from .upsampler import BilinearUpsampler, WRCUpsampler, build_upsampler, upsample
 
 # Checkpoints shipped inside the package: name → file in wrcup/checkpoints/.
 SHIPPED_CHECKPOINTS = {
@@ -17,7 +19,8 @@ DEFAULT_CHECKPOINT = "wrc-dinov2-s14-imgfocus"
 
 
 class UpsampledBackbone(nn.Module):
-    """``model(images)``: B×3×H×W in [0, 1] → B×dim×(2h)×(2w) upsampled backbone features.
+    """``model(images)``: B×3×H×W in [0, 1] → B×dim×(2h)×(2w) upsampled backbone features, or any other size
+    with ``output_size=(H', W')`` or ``scale=2 | 4 | 8 | "image"``.
 
     Attributes:
         backbone: the frozen backbone; ``model.backbone(images)`` gives its own B×dim×h×w features.
@@ -31,17 +34,56 @@ class UpsampledBackbone(nn.Module):
         self.upsampler = upsampler
         self.metadata = dict(metadata or {})
 
-    def forward(self, images: torch.Tensor, return_low_res: bool = False):
-        """images: B×3×H×W float in [0, 1]. Sizes that are not multiples of the patch size follow the
-        backbone's policy (resized to the nearest multiple; see :mod:`wrcup.backbones`)."""
+    def forward(self, images: torch.Tensor, return_low_res: bool = False, *, output_size=None, scale=None):
+        """images: B×3×H×W float in [0, 1] → B×dim×H'×W' (and the backbone's B×dim×h×w if ``return_low_res``).
+
+        Sizes that are not multiples of the patch size follow the backbone's policy (resized to the nearest
+        multiple; see :mod:`wrcup.backbones`), giving the token grid h×w.
+
+        Args:
+            output_size: (H', W'), any positive ints, any aspect ratio.
+            scale: 2, 4 or 8 (H' = scale·h, W' = scale·w) or "image" (H' × W' = H × W, the images as given).
+            Neither: H' × W' = 2h × 2w, one pass of the trained upsampler (the default).
+
+        Any size is reached by repeating the trained 2× upsampler until the grid reaches or exceeds H'×W' (pass i
+        guided by the same image at the effective patch size p/2^i, see :func:`wrcup.models.upsample`), then
+        resizing bilinearly with antialiasing to exactly H'×W' (see :mod:`wrcup.models.sizing`).
+        """
         check_tensor(images, "images", 4)
         if images.shape[1] != 3:
             raise ValueError(f"images must have 3 channels (RGB), got shape {tuple(images.shape)}")
         check_finite(images, "images")
+        image_hw = tuple(images.shape[-2:])
         images = self.backbone.prepare(images)
+        p = self.backbone.patch_size
+        grid = (images.shape[-2] // p, images.shape[-1] // p)
+        target = resolve_output_size(grid, image_hw, output_size=output_size, scale=scale)
         low = self.backbone(images)
-        high = self.upsampler(self.backbone.normalise(images), low.to(images.dtype))
+        high = upsample_to_size(self.upsampler, self.backbone.normalise(images), low.to(images.dtype), target)
         return (high, low) if return_low_res else high
+
+
+def upsample_to_size(upsampler: nn.Module, image: torch.Tensor, features: torch.Tensor,
+                     size: tuple[int, int]) -> torch.Tensor:
+    """Features B×C×h×w → B×C×H×W with a 2× ``upsampler``: :func:`~wrcup.models.sizing.plan_passes` passes (the
+    fewest whose grid reaches or exceeds H×W; pass i guided by ``image`` at the effective patch size p/2^i, see
+    :func:`~wrcup.models.upsample`), then :func:`~wrcup.models.sizing.resize_features` to exactly H×W.
+
+    ``image``: B×3×(p·h)×(p·w), backbone-normalised. No pass: the features themselves are resized; one pass:
+    ``upsampler(image, features)``, so any 2× module works; more: a WRCUpsampler or BilinearUpsampler.
+    """
+    passes = plan_passes(tuple(features.shape[-2:]), size)
+    if passes > 1 and not isinstance(upsampler, (WRCUpsampler, BilinearUpsampler)):
+        raise ValueError(f"output size {size[0]}×{size[1]} needs {passes} passes of the upsampler, which only "
+                         f"a WRCUpsampler or BilinearUpsampler can repeat (this one is a {type(upsampler).__name__}); "
+                         f"ask for at most twice the grid {features.shape[-2]}×{features.shape[-1]}")
+    if passes == 0:
+        high = features
+    elif passes == 1:
+        high = upsampler(image, features)
+    else:
+        high = upsample(image, features, [upsampler] * passes)
+    return resize_features(high, size)
 
 
 def checkpoint_path(name_or_path: str | Path) -> Path:
@@ -77,7 +119,6 @@ def load(name_or_path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devi
     """
     from .. import backbones
     from ..train.checkpoint import load_checkpoint
-    from .upsampler import build_upsampler
 
     state, meta = load_checkpoint(checkpoint_path(name_or_path))
     backbone = backbones.load(meta["backbone"], weights=backbone_weights, device=device)
