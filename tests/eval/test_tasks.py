@@ -227,6 +227,31 @@ def test_feature_cache_is_keyed_on_weights_and_image_bytes(embedded_backbone, ot
     assert not torch.allclose(mine, theirs)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "other-tensor"])
+def test_corrupt_feature_and_key_cache_entries_are_recomputed(embedded_backbone, tmp_path, damage):
+    """A damaged cache entry (a crash of another tool, a full disk, a bad copy) is removed with a warning and
+    recomputed, never a traceback and never wrong features."""
+    from safetensors.torch import save_file
+
+    ex = _extractor(embedded_backbone, "none", cache=tmp_path)
+    image = torch.rand(1, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    fresh = ex.low_res(image, ["img"])
+    keys = tasks.last_block_keys(ex, image[0], "img")
+    for entry in (ex.cache_file("img", (56, 56)), ex.cache_file("img", (56, 56), kind="keys")):
+        if damage == "truncated":
+            entry.write_bytes(entry.read_bytes()[:100])
+        elif damage == "garbage":
+            entry.write_bytes(b"not a safetensors file")
+        else:
+            save_file({"something_else": torch.zeros(2)}, str(entry))
+    with pytest.warns(UserWarning, match="unusable"):
+        again = ex.low_res(image, ["img"])
+    torch.testing.assert_close(again, fresh)
+    with pytest.warns(UserWarning, match="unusable"):
+        torch.testing.assert_close(tasks.last_block_keys(ex, image[0], "img"), keys, atol=2e-2 * keys.abs().max().item(), rtol=0)
+    torch.testing.assert_close(ex.low_res(image, ["img"]), fresh)  # the rewritten entry reads back
+
+
 @pytest.mark.parametrize("method", ["none", "bilinear", "learned"])
 def test_discovery_davis_first_frames(embedded_backbone, davis_root, learned_parts, method):
     ex = _extractor(embedded_backbone, method, learned_parts[1])

@@ -67,11 +67,14 @@ class FeatureExtractor:
         """Backbone features B×C×h×w, from the cache when ``keys`` (one per image) are given and cached."""
         if self.cache_dir is None or keys is None:
             return self.backbone(images.to(self.device))
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import save_file
+
+        from .._io import read_cache_entry
 
         files = [self.cache_file(k, images.shape[-2:]) for k in keys]
-        if all(f.exists() for f in files):
-            return torch.stack([load_file(str(f))["features"] for f in files]).float().to(self.device)
+        entries = [read_cache_entry(f, ("features",)) for f in files]
+        if all(e is not None for e in entries):
+            return torch.stack([e["features"] for e in entries]).float().to(self.device)
         feats = self.backbone(images.to(self.device))
         for f, x in zip(files, feats):
             with atomic_path(f) as tmp:

@@ -378,15 +378,16 @@ def last_block_keys(extractor: FeatureExtractor, image: torch.Tensor, key: str |
     ``remove_bias`` subtracts the key projection's bias, which attention ignores (it adds the same q·b to
     every logit of a query) but which dominates the cosine between keys of some backbones.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
-    from .._io import atomic_path
+    from .._io import atomic_path, read_cache_entry
 
     backbone = extractor.backbone
     device = next(backbone.parameters()).device
     cache = extractor.cache_file(key, image.shape[-2:], kind="keys")
-    if cache is not None and cache.exists():
-        keys = load_file(str(cache))["keys"].float()[None].to(device)
+    entry = read_cache_entry(cache, ("keys",))
+    if entry is not None:
+        keys = entry["keys"].float()[None].to(device)
     else:
         keys = backbone.extract(image[None].to(device), facets=True)["facets"]["k"].float()
         if cache is not None:
