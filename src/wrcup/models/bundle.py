@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._checks import check_finite, check_tensor
+from .._checks import check_image_values, check_tensor
+from .upsampler import parameter_dtype
 
 # Checkpoints shipped inside the package: name → file in wrcup/checkpoints/.
 SHIPPED_CHECKPOINTS = {
@@ -23,6 +24,11 @@ class UpsampledBackbone(nn.Module):
         backbone: the frozen backbone; ``model.backbone(images)`` gives its own B×dim×h×w features.
         upsampler: the trained upsampler (``forward(normalised_image, features)``).
         metadata: the checkpoint's metadata dict (backbone, dim, patch size, operator, training record …).
+
+    Dtypes: images may be float16, bfloat16, float32 or float64; the backbone and the upsampler compute in their
+    own parameter dtype (float32 as loaded; convert with ``model.to(dtype)``, e.g. ``model.double()``) and the
+    features come back in the dtype of ``images``. The FFT solves inside the WRC layers always run in float32 or
+    float64 (there are no half-precision FFTs on CPU, and none for bfloat16), also under ``torch.autocast``.
     """
 
     def __init__(self, backbone: nn.Module, upsampler: nn.Module, metadata: dict | None = None):
@@ -32,16 +38,33 @@ class UpsampledBackbone(nn.Module):
         self.metadata = dict(metadata or {})
 
     def forward(self, images: torch.Tensor, return_low_res: bool = False):
-        """images: B×3×H×W float in [0, 1]. Sizes that are not multiples of the patch size follow the
-        backbone's policy (resized to the nearest multiple; see :mod:`wrcup.backbones`)."""
+        """images: B×3×H×W float in [0, 1] → B×dim×2h×2w (and the B×dim×h×w backbone features with
+        ``return_low_res``), in the dtype of ``images``.
+
+        Sizes that are not multiples of the patch size follow the backbone's policy (resized to the nearest
+        multiple; see :mod:`wrcup.backbones`). The input is checked here, once: NaN/Inf and values clearly
+        outside [0, 1] (a maximum above 1.5, e.g. 0–255 pixels) raise ValueError. That check reads two numbers back
+        to the host; nothing else in the forward pass does, and nothing is read while torch.compile or
+        torch.export traces the model.
+        """
         check_tensor(images, "images", 4)
         if images.shape[1] != 3:
             raise ValueError(f"images must have 3 channels (RGB), got shape {tuple(images.shape)}")
-        check_finite(images, "images")
-        images = self.backbone.prepare(images)
-        low = self.backbone(images)
-        high = self.upsampler(self.backbone.normalise(images), low.to(images.dtype))
-        return (high, low) if return_low_res else high
+        check_image_values(images, "images")
+        backbone = self.backbone
+        backbone._check_device(images)
+        out_dtype = images.dtype
+        x = backbone._prepare(images.to(backbone.dtype))
+        if torch.compiler.is_compiling():
+            low = backbone._features(backbone._standardise(x))
+        else:
+            with torch.inference_mode():
+                low = backbone._features(backbone._standardise(x))
+            low = low.clone()  # an ordinary tensor, not an inference-mode one
+        dtype = parameter_dtype(self.upsampler, low.dtype)
+        high = self.upsampler(backbone._standardise(x.to(dtype)), low.to(dtype))
+        high = high.to(out_dtype)
+        return (high, low.to(out_dtype)) if return_low_res else high
 
 
 def checkpoint_path(name_or_path: str | Path) -> Path:
@@ -96,5 +119,5 @@ def load(name_or_path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devi
         from .fuse import fold_batchnorm
 
         upsampler = fold_batchnorm(upsampler)
-    model = UpsampledBackbone(backbone, upsampler, meta)
+    model = UpsampledBackbone(backbone, upsampler, meta).eval()  # an inference model: eval mode throughout
     return model.to(device) if device is not None else model
