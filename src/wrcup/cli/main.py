@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from wrcup.cli.export import add_export_parser
+
 
 def _point(text: str) -> tuple[float, float]:
     try:
@@ -169,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_eval_parser(sub)
     _add_info(sub)
+    add_export_parser(sub)
     return parser
 
 

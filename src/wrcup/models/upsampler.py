@@ -40,6 +40,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .._checks import check_choice, check_positive_int, check_tensor
 from ..nn import create_operator, list_operators
@@ -130,7 +131,9 @@ class ImageGuidance(nn.Module):
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize (align_corners=False), skipped when ``x`` already has ``size``."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    # statically_known_true: with traced (symbolic) sizes, skip only what holds for every size, instead of adding
+    # a guard on the traced one (resizing to the same size is the identity anyway)
+    if all(statically_known_true(a == b) for a, b in zip(x.shape[-2:], size)):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
