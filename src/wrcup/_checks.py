@@ -6,6 +6,7 @@ traceback from deep inside an FFT or a convolution.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -27,11 +28,43 @@ def check_tensor(x, name: str, ndim: int | Sequence[int] | None = None, *, float
     return x
 
 
+def checking_values() -> bool:
+    """Whether checks that read tensor values may run: False while torch.compile or torch.export traces.
+
+    A value check copies a result to the host (a device synchronisation on GPUs) and breaks a compiled graph, so
+    the library runs such checks once, at its public entry points, and never while being traced.
+    """
+    return not torch.compiler.is_compiling()
+
+
 def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
-    """Reject NaN and Inf values."""
-    if not bool(torch.isfinite(x).all()):
+    """Reject NaN and Inf values (one host-device synchronisation; skipped while compiling or exporting)."""
+    if checking_values() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
     return x
+
+
+#: Largest value accepted in an image that should lie in [0, 1]: resampling overshoots by a few percent at most,
+#: while a maximum above this almost surely means 0–255 pixel values.
+IMAGE_RANGE_SLACK = 0.5
+
+
+def check_image_values(images: torch.Tensor, name: str = "images") -> torch.Tensor:
+    """Reject NaN/Inf and values clearly outside [0, 1] (e.g. 0–255 images), with one host-device sync.
+
+    Values within ``IMAGE_RANGE_SLACK`` of [0, 1] pass (interpolation overshoot). Skipped while compiling or
+    exporting (see :func:`checking_values`).
+    """
+    if not checking_values() or images.numel() == 0:
+        return images
+    # min/max propagate NaN and ±Inf, so one reduction answers both questions
+    low, high = (float(v) for v in torch.stack(torch.aminmax(images)).tolist())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    if high > 1 + IMAGE_RANGE_SLACK or low < -IMAGE_RANGE_SLACK:
+        hint = "; divide 0–255 pixel values by 255" if high > 1 + IMAGE_RANGE_SLACK else ""
+        raise ValueError(f"{name} must hold values in [0, 1], got values in [{low:.4g}, {high:.4g}]{hint}")
+    return images
 
 
 def check_channels(x: torch.Tensor, name: str, channels: int, dim: int = 1) -> torch.Tensor:

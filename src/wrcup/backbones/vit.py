@@ -28,19 +28,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_finite, check_tensor
+from .._checks import check_image_values, check_tensor, checking_values
 from .._io import file_sha256
 
 _POS_CACHE_SIZE = 16
 
 
 def _validate_images(images, name: str = "images") -> torch.Tensor:
+    """B×3×H×W floating, non-empty, finite, in [0, 1] (a small resampling overshoot is allowed; 0–255 is not)."""
     check_tensor(images, name, 4)
     if images.shape[1] != 3:
         raise ValueError(f"{name} must have 3 channels (RGB) in dimension 1, got shape {tuple(images.shape)}")
     if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
         raise ValueError(f"{name} must be non-empty, got shape {tuple(images.shape)}")
-    check_finite(images, name)
+    check_image_values(images, name)
     return images
 
 
@@ -149,9 +150,13 @@ class Backbone(nn.Module):
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """B×3×H×W → B×3×(p·h)×(p·w): bilinear antialiased resize to the nearest multiple of p per side
         (returned unchanged when both sides already are multiples)."""
-        _validate_images(images)
-        h, w = self.grid_size(int(images.shape[2]), int(images.shape[3]))
-        size = (h * self.patch_size, w * self.patch_size)
+        return self._prepare(_validate_images(images))
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """:meth:`prepare` without the input checks."""
+        p = self.patch_size
+        # floor(H/p + 1/2) in integers, so that a traced (symbolic) multiple of p provably passes through
+        size = tuple(p * max(1, (2 * side + p) // (2 * p)) for side in images.shape[2:])
         if tuple(images.shape[2:]) == size:
             return images
         return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
@@ -176,17 +181,21 @@ class Backbone(nn.Module):
             return None, None
         n_prefix = 0 if getattr(self.model, "no_embed_class", False) else self.num_prefix_tokens
         # Keyed by storage and version so moved or reloaded weights are never served stale.
-        key = (h, w, pos_embed.device, pos_embed.dtype, pos_embed.data_ptr(), pos_embed._version)
-        grid = self._pos_cache.get(key)
+        if not checking_values():  # traced (torch.compile / export): sizes may be symbolic, no cache
+            key, grid = None, None
+        else:
+            key = (h, w, pos_embed.device, pos_embed.dtype, pos_embed.data_ptr(), pos_embed._version)
+            grid = self._pos_cache.get(key)
         if grid is None:
             stored = getattr(self.model.patch_embed, "grid_size", None)
             source = pos_embed[:, n_prefix:]
             if stored is not None and stored[0] * stored[1] == source.shape[1]:
                 source = source.reshape(1, stored[0], stored[1], -1)
             grid = resize_pos_grid(source, (h, w))
-            if len(self._pos_cache) >= _POS_CACHE_SIZE:
-                self._pos_cache.clear()
-            self._pos_cache[key] = grid
+            if key is not None:
+                if len(self._pos_cache) >= _POS_CACHE_SIZE:
+                    self._pos_cache.clear()
+                self._pos_cache[key] = grid
         prefix = pos_embed[:, :n_prefix] if n_prefix else None
         return prefix, grid
 
@@ -227,13 +236,28 @@ class Backbone(nn.Module):
         What the backbone feeds its patch embedding, and what the upsamplers take as guidance image.
         """
         _validate_images(images)
+        self._check_device(images)
+        return self._standardise(images)
+
+    def _check_device(self, images: torch.Tensor) -> None:
         if images.device != self.device:
             raise ValueError(f"images are on {images.device} but the backbone is on {self.device}; "
                              "move one of them")
+
+    def _standardise(self, images: torch.Tensor) -> torch.Tensor:
+        """:meth:`normalise` without the input checks."""
         return (images - self._mean.to(images.dtype)) / self._std.to(images.dtype)
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
-        return self.normalise(self.prepare(images).to(self.dtype))
+        """Checked [0, 1] images of any size → resized to a multiple of the patch, backbone dtype, normalised."""
+        _validate_images(images)
+        self._check_device(images)
+        return self._standardise(self._prepare(images).to(self.dtype))
+
+    def _features(self, normalised: torch.Tensor) -> torch.Tensor:
+        """Normalised B×3×(p·h)×(p·w) (backbone dtype, unchecked) → B×dim×h×w; :meth:`forward` after the checks."""
+        tokens, _, h, w = self._tokens(normalised)
+        return _to_nchw(tokens[:, self.num_prefix_tokens:], h, w)
 
     # ------------------------------------------------------------------------------------------ public
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -243,8 +267,7 @@ class Backbone(nn.Module):
         backbone's parameter dtype.
         """
         with torch.inference_mode():
-            tokens, _, h, w = self._tokens(self._normalise(images))
-            features = _to_nchw(tokens[:, self.num_prefix_tokens:], h, w)
+            features = self._features(self._normalise(images))
         return features.clone()  # an ordinary tensor, usable in autograd graphs
 
     def extract(self, images: torch.Tensor, layers: Iterable[int] = (), facets: bool = False) -> dict:

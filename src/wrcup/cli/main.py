@@ -1,4 +1,4 @@
-"""The ``wrcup`` command line: ``upsample`` (the main job), ``train``, ``eval``, ``info``."""
+"""The ``wrcup`` command line: ``upsample`` (the main job), ``train``, ``eval``, ``convert``, ``export``, ``info``."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from .convert import add_convert_parser
+from .export import add_export_parser
 from .upsample import add_parser as add_upsample_parser
 
 
@@ -229,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_eval_parser(sub)
-    from wrcup.cli.convert import add_convert_parser
     add_convert_parser(sub)
+    add_export_parser(sub)
     _add_info(sub)
     return parser
 

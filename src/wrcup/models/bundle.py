@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._checks import check_finite, check_tensor
+from .._checks import check_image_values, check_tensor
 from .sizing import plan_passes, resize_features, resolve_output_size
-from .upsampler import BilinearUpsampler, WRCUpsampler, build_upsampler, upsample
+from .upsampler import BilinearUpsampler, WRCUpsampler, build_upsampler, parameter_dtype, upsample
 
 # Checkpoints shipped inside the package: name → file in wrcup/checkpoints/.
 SHIPPED_CHECKPOINTS = {
@@ -26,6 +26,11 @@ class UpsampledBackbone(nn.Module):
         backbone: the frozen backbone; ``model.backbone(images)`` gives its own B×dim×h×w features.
         upsampler: the trained upsampler (``forward(normalised_image, features)``).
         metadata: the checkpoint's metadata dict (backbone, dim, patch size, operator, training record …).
+
+    Dtypes: images may be float16, bfloat16, float32 or float64; the backbone and the upsampler compute in their
+    own parameter dtype (float32 as loaded; convert with ``model.to(dtype)``, e.g. ``model.double()``) and the
+    features come back in the dtype of ``images``. The FFT solves inside the WRC layers always run in float32 or
+    float64 (there are no half-precision FFTs on CPU, and none for bfloat16), also under ``torch.autocast``.
     """
 
     def __init__(self, backbone: nn.Module, upsampler: nn.Module, metadata: dict | None = None):
@@ -35,7 +40,8 @@ class UpsampledBackbone(nn.Module):
         self.metadata = dict(metadata or {})
 
     def forward(self, images: torch.Tensor, return_low_res: bool = False, *, output_size=None, scale=None):
-        """images: B×3×H×W float in [0, 1] → B×dim×H'×W' (and the backbone's B×dim×h×w if ``return_low_res``).
+        """images: B×3×H×W float in [0, 1] → B×dim×H'×W' (and the backbone's B×dim×h×w if ``return_low_res``), in
+        the dtype of ``images``.
 
         Sizes that are not multiples of the patch size follow the backbone's policy (resized to the nearest
         multiple; see :mod:`wrcup.backbones`), giving the token grid h×w.
@@ -48,19 +54,36 @@ class UpsampledBackbone(nn.Module):
         Any size is reached by repeating the trained 2× upsampler until the grid reaches or exceeds H'×W' (pass i
         guided by the same image at the effective patch size p/2^i, see :func:`wrcup.models.upsample`), then
         resizing bilinearly with antialiasing to exactly H'×W' (see :mod:`wrcup.models.sizing`).
+
+        The input is checked here, once: NaN/Inf and values clearly outside [0, 1] (a maximum above 1.5, e.g.
+        0–255 pixels) raise ValueError. That check reads two numbers back to the host; nothing else in the forward
+        pass does, and nothing is read while torch.compile or torch.export traces the model.
         """
         check_tensor(images, "images", 4)
         if images.shape[1] != 3:
             raise ValueError(f"images must have 3 channels (RGB), got shape {tuple(images.shape)}")
-        check_finite(images, "images")
+        check_image_values(images, "images")
+        backbone = self.backbone
+        backbone._check_device(images)
+        out_dtype = images.dtype
         image_hw = tuple(images.shape[-2:])
-        images = self.backbone.prepare(images)
-        p = self.backbone.patch_size
-        grid = (images.shape[-2] // p, images.shape[-1] // p)
-        target = resolve_output_size(grid, image_hw, output_size=output_size, scale=scale)
-        low = self.backbone(images)
-        high = upsample_to_size(self.upsampler, self.backbone.normalise(images), low.to(images.dtype), target)
-        return (high, low) if return_low_res else high
+        x = backbone._prepare(images.to(backbone.dtype))
+        target = None
+        if output_size is not None or scale is not None:  # the default path stays free of size arithmetic (export)
+            p = backbone.patch_size
+            target = resolve_output_size((x.shape[-2] // p, x.shape[-1] // p), image_hw,
+                                         output_size=output_size, scale=scale)
+        if torch.compiler.is_compiling():
+            low = backbone._features(backbone._standardise(x))
+        else:
+            with torch.inference_mode():
+                low = backbone._features(backbone._standardise(x))
+            low = low.clone()  # an ordinary tensor, not an inference-mode one
+        dtype = parameter_dtype(self.upsampler, low.dtype)
+        guide, feats = backbone._standardise(x.to(dtype)), low.to(dtype)
+        high = self.upsampler(guide, feats) if target is None else upsample_to_size(self.upsampler, guide, feats, target)
+        high = high.to(out_dtype)
+        return (high, low.to(out_dtype)) if return_low_res else high
 
 
 def upsample_to_size(upsampler: nn.Module, image: torch.Tensor, features: torch.Tensor,
@@ -137,5 +160,5 @@ def load(name_or_path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devi
         from .fuse import fold_batchnorm
 
         upsampler = fold_batchnorm(upsampler)
-    model = UpsampledBackbone(backbone, upsampler, meta)
+    model = UpsampledBackbone(backbone, upsampler, meta).eval()  # an inference model: eval mode throughout
     return model.to(device) if device is not None else model

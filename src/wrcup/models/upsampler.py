@@ -41,6 +41,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .._checks import check_choice, check_positive_int, check_tensor
 from ..nn import create_operator, list_operators
@@ -146,13 +147,23 @@ class ImageGuidance(nn.Module):
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize (align_corners=False), skipped when ``x`` already has ``size``."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    # statically_known_true: with traced (symbolic) sizes, skip only what holds for every size, instead of adding
+    # a guard on the traced one (resizing to the same size is the identity anyway)
+    if all(statically_known_true(a == b) for a, b in zip(x.shape[-2:], size)):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def _upsample2x(features: torch.Tensor) -> torch.Tensor:
     return F.interpolate(features, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def parameter_dtype(module: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The dtype of ``module``'s first floating parameter (``default`` if it has none): the compute dtype."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return default
 
 
 def _check_inputs(image: torch.Tensor, features: torch.Tensor, dim: int, patch_size: float) -> None:
@@ -213,11 +224,16 @@ class WRCUpsampler(nn.Module):
     def forward(self, image: torch.Tensor, features: torch.Tensor, patch_size: float | None = None) -> torch.Tensor:
         """image B×3×H×W (backbone-normalised), features B×dim×h×w → B×dim×2h×2w, dtype of the features.
 
+        Any floating dtype is accepted: the inputs are cast to the parameters' dtype (float32 unless the module
+        was converted) and the result back to the features' dtype. Shapes are checked; values are not (no
+        host-device synchronisation), so the module traces whole under torch.compile(fullgraph=True) and export.
         ``patch_size`` overrides the effective patch size H/h (the second pass of :func:`upsample` uses p/2).
         """
         patch = self.patch_size if patch_size is None else float(patch_size)
         _check_inputs(image, features, self.dim, patch)
-        return self.upsample_features(features, self.image_branch.quarter_map(image), patch)
+        dtype = parameter_dtype(self, features.dtype)
+        out = self.upsample_features(features.to(dtype), self.image_branch.quarter_map(image.to(dtype)), patch)
+        return out.to(features.dtype)
 
     def upsample_features(self, features: torch.Tensor, quarter: torch.Tensor, patch_size: float) -> torch.Tensor:
         """The feature path given the image branch's quarter map (unchecked; see :meth:`forward`)."""
@@ -365,6 +381,9 @@ def upsample(image: torch.Tensor, features: torch.Tensor, passes: Sequence[nn.Mo
             raise ValueError(f"passes[{i}] has dim={p.dim}, patch_size={p.patch_size}; passes[0] has "
                              f"dim={first.dim}, patch_size={first.patch_size}")
     _check_inputs(image, features, first.dim, first.patch_size)
+    out_dtype = features.dtype
+    dtype = parameter_dtype(nn.ModuleList(passes), out_dtype)
+    image, features = image.to(dtype), features.to(dtype)
     quarters: dict[int, torch.Tensor] = {}
     x = features
     for i, p in enumerate(passes):
@@ -375,7 +394,7 @@ def upsample(image: torch.Tensor, features: torch.Tensor, passes: Sequence[nn.Mo
                 quarters[key] = p.image_branch.quarter_map(image)
             quarter = quarters[key]
         x = p.upsample_features(x, quarter, first.patch_size / 2**i)
-    return x
+    return x.to(out_dtype)
 
 
 class StackedUpsampler(nn.Module):

@@ -81,7 +81,7 @@ class WRC(UpsampleOperator):
         return weighted_reverse_conv(
             x, self.weight, self.bias, self.w_conv_low.weight, self.w_conv_high.weight,
             scale=self.scale, padding=self.padding, padding_mode=self.padding_mode, eps=self.eps,
-            mode=self.mode, safeguards=self.safeguards, tol=self.tol, max_iter=self.max_iter,
+            mode=self.mode, safeguards=self.safeguards, tol=self.tol, max_iter=self.max_iter, check_values=False,
         )
 
     def extra_repr(self) -> str:
@@ -119,7 +119,7 @@ class Converse2d(UpsampleOperator):
         """x: B×C×h×w → B×C×(s·h)×(s·w), dtype of x."""
         return converse2d(
             x, self.weight, self.bias, scale=self.scale, padding=self.padding,
-            padding_mode=self.padding_mode, eps=self.eps,
+            padding_mode=self.padding_mode, eps=self.eps, check_values=False,
         )
 
     def extra_repr(self) -> str:

@@ -269,6 +269,22 @@ class _ExactSolve(torch.autograd.Function):
 
 
 # ------------------------------------------------------------------------------------------- public API
+def _check_values(y, kernel, lam, weight_low, weight_high, prior) -> None:
+    check_finite(y, "y")
+    check_finite(kernel, "kernel")
+    check_finite(lam, "lam")
+    check_finite(weight_low, "weight_low")
+    check_finite(weight_high, "weight_high")
+    if prior is not None:
+        check_finite(prior, "prior")
+    if bool((lam <= 0).any()):
+        raise ValueError(f"lam must be > 0 everywhere, got min {float(lam.min()):.3g}")
+    if bool((weight_low < 0).any()):
+        raise ValueError(f"weight_low must be >= 0, got min {float(weight_low.min()):.3g}")
+    if bool((weight_high < 0).any()):
+        raise ValueError(f"weight_high must be >= 0, got min {float(weight_high.min()):.3g}")
+
+
 def wrc_exact_solve(
     y: torch.Tensor,
     kernel: torch.Tensor,
@@ -281,6 +297,7 @@ def wrc_exact_solve(
     tol: float | None = None,
     max_iter: int | None = None,
     return_info: bool = False,
+    check_values: bool = True,
 ):
     """Exact minimiser of the weighted reverse-convolution objective (*) of the spec, per batch element and channel.
 
@@ -302,6 +319,12 @@ def wrc_exact_solve(
         max_iter: PCG iteration cap (default 100); if some system is not converged by then a RuntimeWarning names
             the achieved residual and the best iterate is returned.
         return_info: also return an :class:`ExactSolveInfo`.
+        check_values: reject NaN/Inf inputs, negative weights and λ ≤ 0 (reads values on the host; the WRC layer
+            passes False since its weights and λ are non-negative by construction).
+
+    Not traceable by torch.compile(fullgraph=True) or torch.export: PCG stops when every system has converged, a
+    data-dependent loop (one host-device synchronisation per iteration on GPUs). A fixed iteration count would
+    unroll ``max_iter`` (100) iterations of three FFTs each into the graph and give up the convergence guarantee.
 
     Returns:
         x: B×C×H×W in the promoted dtype of the floating inputs. float16/bfloat16 are computed in float32 and cast
@@ -359,19 +382,8 @@ def wrc_exact_solve(
         if t.device != y.device:
             raise ValueError(f"{name} is on {t.device} but y is on {y.device}; all inputs must share a device")
 
-    check_finite(y, "y")
-    check_finite(kernel, "kernel")
-    check_finite(lam, "lam")
-    check_finite(weight_low, "weight_low")
-    check_finite(weight_high, "weight_high")
-    if prior is not None:
-        check_finite(prior, "prior")
-    if bool((lam <= 0).any()):
-        raise ValueError(f"lam must be > 0 everywhere, got min {float(lam.min()):.3g}")
-    if bool((weight_low < 0).any()):
-        raise ValueError(f"weight_low must be >= 0, got min {float(weight_low.min()):.3g}")
-    if bool((weight_high < 0).any()):
-        raise ValueError(f"weight_high must be >= 0, got min {float(weight_high.min()):.3g}")
+    if check_values:
+        _check_values(y, kernel, lam, weight_low, weight_high, prior)
 
     out_dtype = y.dtype
     for t in tensors.values():

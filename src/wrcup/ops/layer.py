@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_choice, check_finite, check_positive_int, check_tensor
-from .closed_form import _kernel3d, _reverse_conv, bilinear_prior, compute_dtype, kernel_shift, no_autocast, wrc_solve
+from . import _matmul_dft
+from .closed_form import (_SAFE_MIN_DENOMINATOR, _kernel3d, _reverse_conv, bilinear_prior, compute_dtype, kernel_shift,
+                          no_autocast, wrc_solve)
 
 __all__ = ["weighted_reverse_conv", "converse2d", "LAYER_MODES", "PADDING_MODES"]
 
@@ -25,8 +27,9 @@ _SAFE_MAX_CONV = 1e4  # the authors' CUDA extension clamps the weight-convolutio
 _LN2 = math.log(2.0)
 
 
-def _check_layer_input(x, kernel, scale, padding, padding_mode):
-    """Shared validation; returns (C×κ×κ kernel, scale, padding)."""
+def _check_layer_input(x, kernel, scale, padding, padding_mode, check_values: bool = True):
+    """Shared validation; returns (C×κ×κ kernel, scale, padding). Shapes always; values (NaN/Inf in x, one
+    host-device synchronisation) only with ``check_values``."""
     check_tensor(x, "x", 4)
     scale = check_positive_int(scale, "scale")
     padding = check_positive_int(padding, "padding", minimum=0)
@@ -44,7 +47,8 @@ def _check_layer_input(x, kernel, scale, padding, padding_mode):
         raise ValueError(
             f"kernel of size {tuple(kernel.shape[-2:])} is larger than the high-res padded grid {(H, W)}"
         )
-    check_finite(x, "x")
+    if check_values:
+        check_finite(x, "x")
     return kernel, scale, padding
 
 
@@ -111,6 +115,8 @@ def weighted_reverse_conv(
     safeguards: bool = False,
     tol: float | None = None,
     max_iter: int | None = None,
+    *,
+    check_values: bool = True,
 ) -> torch.Tensor:
     """The WRC layer: pad, weight maps, solve, crop.
 
@@ -130,11 +136,14 @@ def weighted_reverse_conv(
             centred kernel) or "exact" (the minimiser of the weighted objective, ``wrcup.ops.exact``).
         safeguards: clamp conv outputs to ±1e4 before squaring and D to ≥ 1e-3 (the authors' CUDA extension).
         tol, max_iter: passed to the exact solver (mode="exact"); None keeps its defaults.
+        check_values: reject NaN/Inf in x. This reads a value on the host (a device synchronisation on GPUs), so
+            the modules of :mod:`wrcup.nn` pass False: networks check their inputs once, at the public entry point.
+            Shapes are always checked; nothing is read while torch.compile or torch.export traces.
     Returns:
         B×C×(s·h)×(s·w) in the dtype of x.
     """
     check_choice(mode, "mode", LAYER_MODES)
-    kernel, scale, padding = _check_layer_input(x, kernel, scale, padding, padding_mode)
+    kernel, scale, padding = _check_layer_input(x, kernel, scale, padding, padding_mode, check_values)
     C = x.shape[1]
     bias = _check_bias(bias, C)
     _check_conv_weight(weight_conv_low, "weight_conv_low", C)
@@ -152,13 +161,23 @@ def weighted_reverse_conv(
         if mode == "exact":
             from .exact import wrc_exact_solve  # provided by wrcup.ops.exact
 
+            if torch.onnx.is_in_onnx_export():
+                raise NotImplementedError("mode='exact' cannot be exported to ONNX: its PCG solver iterates until "
+                                          "convergence (a data-dependent loop); export a closed-form mode")
+
             options = {k: v for k, v in (("tol", tol), ("max_iter", max_iter)) if v is not None}
-            out = wrc_exact_solve(y, kernel, lam, w_low, high_log2.mul_(_LN2), scale, prior, **options)
+            # ω_L, ω_H ≥ 0 and λ > 0 by construction: the solver need not read them back to check
+            out = wrc_exact_solve(y, kernel, lam, w_low, high_log2.mul_(_LN2), scale, prior, check_values=False,
+                                  **options)
         else:
             lam_total = torch.add(lam, high_log2, alpha=_LN2)  # Λ = ω_H + λ in one pass
             del high_log2
             shift = kernel_shift(mode, (prior.shape[-2], prior.shape[-1]), kernel.shape[-2:])
-            out = wrc_solve(y, kernel, w_low, lam_total, scale, prior, shift, safeguards)
+            if _matmul_dft.use_matmul_dft():  # ONNX export: no complex tensors
+                out = _matmul_dft.wrc_solve(y, kernel, w_low, lam_total, scale, prior, shift, safeguards,
+                                            _SAFE_MIN_DENOMINATOR)
+            else:
+                out = wrc_solve(y, kernel, w_low, lam_total, scale, prior, shift, safeguards)
         out = _crop(out, padding * scale)
     return out.to(out_dtype)
 
@@ -171,6 +190,8 @@ def converse2d(
     padding: int = 2,
     padding_mode: str = "circular",
     eps: float = 1e-5,
+    *,
+    check_values: bool = True,
 ) -> torch.Tensor:
     """The Converse2D layer: pad, λ = sigmoid(b − 9) + ε, :func:`~wrcup.ops.reverse_conv`, crop p·s.
 
@@ -179,13 +200,18 @@ def converse2d(
 
     Args/Returns: as :func:`weighted_reverse_conv` without the weight convolutions.
     """
-    kernel, scale, padding = _check_layer_input(x, kernel, scale, padding, padding_mode)
+    kernel, scale, padding = _check_layer_input(x, kernel, scale, padding, padding_mode, check_values)
     bias = _check_bias(bias, x.shape[1])
     out_dtype = x.dtype
     dt = compute_dtype(x.dtype)
     with no_autocast(x.device):
         y = _pad(x.to(dt), padding, padding_mode)
         lam = torch.sigmoid(bias.to(dt) - 9.0) + eps
-        out = _reverse_conv(y, kernel.to(dt), lam, scale, bilinear_prior(y, scale))
+        kernel, prior = kernel.to(dt), bilinear_prior(y, scale)
+        if _matmul_dft.use_matmul_dft():  # ONNX export: no complex tensors
+            shift = kernel_shift("aligned", tuple(prior.shape[-2:]), kernel.shape[-2:])
+            out = _matmul_dft.reverse_conv(y, kernel, lam, scale, prior, shift)
+        else:
+            out = _reverse_conv(y, kernel, lam, scale, prior)
         out = _crop(out, padding * scale)
     return out.to(out_dtype)
