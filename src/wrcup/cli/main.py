@@ -29,8 +29,10 @@ def _add_upsample(sub) -> None:
                                                               "for the similarity map (default: the centre)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, … (default: cuda if available)")
     p.add_argument("--no-figure", action="store_true", help="write features only")
+    from wrcup.models.sizing import SCALES
+
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--scale", type=int, choices=(2, 4, 8), default=2,
+    size.add_argument("--scale", type=int, choices=[s for s in SCALES if s != "image"], default=2,
                       help="output grid = SCALE × the backbone grid (default 2: one pass of the upsampler)")
     size.add_argument("--to-image", action="store_true",
                       help="features at the resolution of the image fed to the model (shorter side --size)")
