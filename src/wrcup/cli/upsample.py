@@ -54,8 +54,10 @@ def add_parser(sub) -> None:
                         "centre); an image it lies outside of gets a picture without them")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     p.add_argument("--no-figure", action="store_true", help="write the features only (no PNG; --point is unused)")
+    from ..models.sizing import SCALES
+
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--scale", type=int, choices=(2, 4, 8), default=2,
+    size.add_argument("--scale", type=int, choices=[s for s in SCALES if s != "image"], default=2,
                       help="output grid = SCALE × the backbone grid (2: one pass of the upsampler; 4 and 8 repeat "
                            "it) (default: %(default)s)")
     size.add_argument("--to-image", action="store_true",
