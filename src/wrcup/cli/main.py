@@ -81,36 +81,72 @@ def _run_upsample(args) -> int:
     return 1 if failures else 0
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--high-res must be a size or comma-separated sizes like 448,896, "
+                                         f"got {text!r}") from None
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"--high-res needs at least one size, got {text!r}")
+    return sizes
+
+
+def _scale_mix(text: str) -> dict[int, float]:
+    try:
+        pairs = [item.split(":") for item in text.split(",") if item.strip()]
+        mix = {int(size): float(weight) for size, weight in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scale-mix must be SIZE:WEIGHT pairs like 448:3,896:1, got {text!r}") from None
+    if not mix or len(mix) != len(pairs):
+        raise argparse.ArgumentTypeError(f"--scale-mix must name each size once, got {text!r}")
+    return mix
+
+
 def _add_train(sub) -> None:
     from wrcup.train.trainer import TrainConfig
 
     d = TrainConfig(data=[], out="")
     p = sub.add_parser("train", help="train an upsampler self-supervised against a frozen backbone",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Self-supervised training (spec §4). Multi-GPU: torchrun --nproc_per_node N -m wrcup.cli.main train …")
     p.add_argument("--data", nargs="+", required=True, help="image folders (searched recursively)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, summary.json")
-    p.add_argument("--backbone", default=d.backbone)
-    p.add_argument("--backbone-weights", default=None)
-    p.add_argument("--operator", default=d.operator)
+    p.add_argument("--backbone", default=d.backbone, help="frozen backbone (wrcup info lists them)")
+    p.add_argument("--backbone-weights", default=None, help="local backbone weights file (offline)")
+    p.add_argument("--operator", default=d.operator, help="upsampling operator (wrcup info lists them)")
     p.add_argument("--residual", action="store_true", help="add the bilinear upsampling of the input features to the output")
-    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps of the whole run (the schedule's length)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch per optimiser step")
-    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup", type=int, default=d.warmup)
-    p.add_argument("--schedule", choices=("cosine", "constant"), default=d.schedule)
-    p.add_argument("--high-res", type=int, default=d.high_res)
-    p.add_argument("--crops", type=int, default=d.crops)
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum, help="micro-batches per step and process")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    p.add_argument("--warmup", type=int, default=d.warmup, help="linear warm-up steps")
+    p.add_argument("--schedule", choices=("cosine", "constant"), default=d.schedule, help="learning-rate schedule after warm-up")
+    p.add_argument("--high-res", type=_sizes, default=str(d.high_res), metavar="SIZE[,SIZE…]",
+                   help="high-res view side in pixels (the low-res view is half of it); several sizes train on "
+                        "several grid scales, e.g. 448,896 for the 16→32 and 32→64 token grids of a patch-14 "
+                        "backbone, one scale per step")
+    p.add_argument("--scale-mix", type=_scale_mix, default=None, metavar="SIZE:WEIGHT,…",
+                   help="relative frequency of each training scale, e.g. 448:3,896:1 (a 896 step costs about "
+                        "4× a 448 step); each step's scale is drawn from (seed, step); sizes named here join "
+                        "--high-res. None: equal frequencies")
+    p.add_argument("--crops", type=int, default=d.crops, help="aligned crops per image for the local loss")
     p.add_argument("--losses", default="local,global,consistency",
                    help="comma-separated subset of local,global,consistency,full (spec §4: the first three; "
                         "full = against the backbone features of the whole high-res view)")
-    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--no-augment", action="store_true", help="no photometric augmentation for the consistency loss")
     p.add_argument("--cache-targets", default=None, help="folder caching backbone targets for fixed crops (fast on CPU)")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=None)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between resumable checkpoints (0: only at the end)")
+    p.add_argument("--keep-every", type=int, default=d.keep_every,
+                   help="also keep a weights + metadata snapshot step-NNNNNN.safetensors every N steps, e.g. for a "
+                        "learning curve (0: none)")
+    p.add_argument("--seed", type=int, default=d.seed, help="initialisation, batches, crops, augmentations")
+    p.add_argument("--device", default=None, help="cpu, cuda, …; None: cuda if available")
     p.add_argument("--name", default=d.name, help="file name of the final checkpoint")
+    p.add_argument("--no-fast", action="store_true",
+                   help="use the original training step instead of the faster one (same losses and update, other "
+                        "floating-point rounding; see benchmarks/train.py)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--stop-at", type=int, default=None, help="stop after this many steps with a resumable checkpoint")
     p.set_defaults(func=_run_train)
@@ -126,14 +162,23 @@ def _run_train(args) -> int:
     if bad:
         print(f"error: --losses has unknown names {bad}; choose from {','.join(LOSS_NAMES)}", file=sys.stderr)
         return 2
+    sizes = list(args.high_res)
+    if args.scale_mix:
+        sizes += [size for size in args.scale_mix if size not in sizes]
+        missing = [size for size in sizes if size not in args.scale_mix]
+        if missing:
+            print(f"error: --scale-mix gives no weight for --high-res size(s) {missing}", file=sys.stderr)
+            return 2
     cfg = TrainConfig(
         data=args.data, out=args.out, backbone=args.backbone, backbone_weights=args.backbone_weights,
         operator=args.operator, residual=args.residual, steps=args.steps, batch_size=args.batch_size,
         grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
-        schedule=args.schedule, high_res=args.high_res, crops=args.crops,
-        loss_weights={k: (1.0 if k in chosen else 0.0) for k in LOSS_NAMES}, augment=not args.no_augment,
-        cache_targets=args.cache_targets, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), name=args.name)
+        schedule=args.schedule, high_res=sizes[0] if len(sizes) == 1 else sizes,
+        scale_mix=[args.scale_mix[size] for size in sizes] if args.scale_mix and len(sizes) > 1 else None,
+        crops=args.crops, loss_weights={k: (1.0 if k in chosen else 0.0) for k in LOSS_NAMES},
+        augment=not args.no_augment, cache_targets=args.cache_targets, checkpoint_every=args.checkpoint_every,
+        keep_every=args.keep_every, seed=args.seed,
+        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"), name=args.name, fast=not args.no_fast)
     summary = train(cfg, resume=args.resume, stop_at=args.stop_at)
     print(json.dumps(summary, indent=2))
     return 0
