@@ -34,8 +34,6 @@ from . import losses
 from .checkpoint import load_checkpoint, load_train_state, save_checkpoint
 from .targets import ImagePool, TargetSource, step_generator
 
-_step_generator = step_generator  # the name this module used before targets.py existed
-
 LOSS_NAMES = ("local", "global", "consistency", "full")
 
 
@@ -75,8 +73,9 @@ class TrainConfig:
     name: str = "wrc"
     progress: bool = True
     # the faster training step (same losses and update, different floating-point rounding): the WRC layers
-    # compute their high-res weight convolution factored (wrcup.ops.layer.conv_of_bilinear_prior) and AdamW
-    # runs fused. False keeps the original step, e.g. to compare speed (benchmarks/train.py) or old runs.
+    # compute their high-res weight convolution factored (wrcup.ops.layer.conv_of_bilinear_prior), AdamW runs
+    # fused, and on CPU the clean and augmented passes overlap in two threads (train_step). False keeps the
+    # original step, e.g. to compare speed (benchmarks/train.py) or to continue a run started without it.
     fast: bool = True
 
     def validate(self) -> None:
@@ -120,7 +119,7 @@ def batch_indices(num_images: int, batch_size: int, step: int, seed: int) -> lis
     out = []
     while len(out) < batch_size:
         epoch, offset = divmod(start + len(out), num_images)
-        perm = torch.randperm(num_images, generator=_step_generator(seed, epoch, stream=7))
+        perm = torch.randperm(num_images, generator=step_generator(seed, epoch, stream=7))
         take = min(batch_size - len(out), num_images - offset)
         out.extend(perm[offset:offset + take].tolist())
     return out
