@@ -41,7 +41,29 @@ class _Default:
 # train flags that are not settings of the run (TrainConfig); every other flag names the setting it sets,
 # under its own name unless listed in TRAIN_FLAG_FIELDS (tests/train/test_trainer.py checks both)
 PER_INVOCATION_FLAGS = ("resume", "stop_at")
-TRAIN_FLAG_FIELDS = {"losses": "loss_weights", "no_augment": "augment"}
+TRAIN_FLAG_FIELDS = {"losses": "loss_weights", "no_augment": "augment", "no_fast": "fast"}
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--high-res must be a size or comma-separated sizes like 448,896, "
+                                         f"got {text!r}") from None
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"--high-res needs at least one size, got {text!r}")
+    return sizes
+
+
+def _scale_mix(text: str) -> dict[int, float]:
+    try:
+        pairs = [item.split(":") for item in text.split(",") if item.strip()]
+        mix = {int(size): float(weight) for size, weight in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scale-mix must be SIZE:WEIGHT pairs like 448:3,896:1, got {text!r}") from None
+    if not mix or len(mix) != len(pairs):
+        raise argparse.ArgumentTypeError(f"--scale-mix must name each size once, got {text!r}")
+    return mix
 
 
 def _add_train(sub) -> None:
@@ -78,8 +100,14 @@ def _add_train(sub) -> None:
     p.add_argument("--warmup", type=int, default=d.warmup, help="steps of linear learning-rate warm-up")
     p.add_argument("--schedule", choices=("cosine", "constant"), default=d.schedule,
                    help="learning rate after the warm-up: cosine decay to 0 at --steps, or constant")
-    p.add_argument("--high-res", type=int, default=d.high_res,
-                   help="side of the square high-res view in pixels; the upsampler's input is the half-size view")
+    p.add_argument("--high-res", type=_sizes, default=[d.high_res], metavar="SIZE[,SIZE…]",
+                   help="side of the square high-res view in pixels; the upsampler's input is the half-size view. "
+                        "Several sizes train on several grid scales, one scale per step, e.g. 448,896 for the 16→32 "
+                        "and 32→64 token grids of a patch-14 backbone")
+    p.add_argument("--scale-mix", type=_scale_mix, default=None, metavar="SIZE:WEIGHT,…",
+                   help="relative frequency of each training scale, e.g. 448:3,896:1 (a 896 step costs about 4× a "
+                        "448 step); each step's scale is drawn from (seed, step); sizes named here join --high-res "
+                        "(default: equal frequencies)")
     p.add_argument("--crops", type=int, default=d.crops,
                    help="aligned crops per image whose backbone features are the local loss's targets")
     p.add_argument("--losses", default="local,global,consistency",
@@ -92,10 +120,16 @@ def _add_train(sub) -> None:
                         "new random crops every step)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="write a resumable checkpoint every this many steps (0: only at the end)")
+    p.add_argument("--keep-every", type=int, default=d.keep_every,
+                   help="also keep a weights + metadata snapshot step-NNNNNN.safetensors every N steps, e.g. for a "
+                        "learning curve (scripts/learning_curve.py; 0: none)")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed of the batches, crops and augmentations (each step is a pure function of it)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     p.add_argument("--name", default=d.name, help="file name of the final checkpoint")
+    p.add_argument("--no-fast", action="store_true",
+                   help="use the original training step instead of the faster one (same losses and update, other "
+                        "floating-point rounding; see benchmarks/train.py)")
     resume = p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                             help="continue the run in RUN_DIR (or --out) from its last checkpoint with its recorded "
                                  "settings; a flag given that differs from them is an error, except")
@@ -133,6 +167,8 @@ def _flag_value(dest: str, cfg):
         return ",".join(k for k in LOSS_NAMES if cfg.loss_weights.get(k, 0.0))
     if dest == "no_augment":
         return not cfg.augment
+    if dest == "no_fast":
+        return not cfg.fast
     return getattr(cfg, dest)
 
 
@@ -171,14 +207,23 @@ def _run_train(args) -> int:
     if bad:
         print(f"error: --losses has unknown names {bad}; choose from {','.join(LOSS_NAMES)}", file=sys.stderr)
         return 2
+    sizes = list(args.high_res)
+    if args.scale_mix:
+        sizes += [size for size in args.scale_mix if size not in sizes]
+        missing = [size for size in sizes if size not in args.scale_mix]
+        if missing:
+            print(f"error: --scale-mix gives no weight for --high-res size(s) {missing}", file=sys.stderr)
+            return 2
     cfg = TrainConfig(
         data=args.data, out=args.out, backbone=args.backbone, backbone_weights=args.backbone_weights,
         operator=args.operator, residual=args.residual, steps=args.steps, batch_size=args.batch_size,
         grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
-        schedule=args.schedule, high_res=args.high_res, crops=args.crops,
-        loss_weights={k: (1.0 if k in chosen else 0.0) for k in LOSS_NAMES}, augment=not args.no_augment,
-        cache_targets=args.cache_targets, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        device=resolve_device(args.device, "--device"), name=args.name)
+        schedule=args.schedule, high_res=sizes[0] if len(sizes) == 1 else sizes,
+        scale_mix=[args.scale_mix[size] for size in sizes] if args.scale_mix and len(sizes) > 1 else None,
+        crops=args.crops, loss_weights={k: (1.0 if k in chosen else 0.0) for k in LOSS_NAMES},
+        augment=not args.no_augment, cache_targets=args.cache_targets, checkpoint_every=args.checkpoint_every,
+        keep_every=args.keep_every, seed=args.seed, device=resolve_device(args.device, "--device"), name=args.name,
+        fast=not args.no_fast)
     run_dir = None
     if args.resume is not None:
         if args.resume is True and args.out is None:

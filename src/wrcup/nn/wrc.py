@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .._checks import check_choice, check_positive_int
-from ..ops.layer import LAYER_MODES, PADDING_MODES, converse2d, weighted_reverse_conv
+from ..ops.layer import LAYER_MODES, PADDING_MODES, PRIOR_CONVS, converse2d, weighted_reverse_conv
 from .base import UpsampleOperator
 from .registry import register_operator
 
@@ -50,6 +50,8 @@ class WRC(UpsampleOperator):
             (minimiser of the weighted objective by PCG, :mod:`wrcup.ops.exact`).
         safeguards: clamp conv outputs and denominators like the authors' CUDA extension (for half precision).
         tol, max_iter: exact-mode solver settings (None: the solver's defaults).
+        prior_conv: "direct" or "factored" evaluation of the high-res weight convolution (same result up to
+            rounding; "factored" is faster, see :func:`wrcup.ops.layer.conv_of_bilinear_prior`). Not saved.
     """
 
     def __init__(
@@ -64,10 +66,12 @@ class WRC(UpsampleOperator):
         safeguards: bool = False,
         tol: float | None = None,
         max_iter: int | None = None,
+        prior_conv: str = "direct",
     ):
         super().__init__()
         _check_geometry(channels, kernel_size, scale, padding, padding_mode, eps)
         check_choice(mode, "mode", LAYER_MODES)
+        self.prior_conv = check_choice(prior_conv, "prior_conv", PRIOR_CONVS)
         self.channels, self.scale, self.kernel_size = channels, scale, kernel_size
         self.padding, self.padding_mode, self.eps = padding, padding_mode, float(eps)
         self.mode, self.safeguards, self.tol, self.max_iter = mode, bool(safeguards), tol, max_iter
@@ -82,6 +86,7 @@ class WRC(UpsampleOperator):
             x, self.weight, self.bias, self.w_conv_low.weight, self.w_conv_high.weight,
             scale=self.scale, padding=self.padding, padding_mode=self.padding_mode, eps=self.eps,
             mode=self.mode, safeguards=self.safeguards, tol=self.tol, max_iter=self.max_iter, check_values=False,
+            prior_conv=self.prior_conv,
         )
 
     def extra_repr(self) -> str:

@@ -18,14 +18,16 @@ micro-batch — the same as one process accumulating gradients over the same mic
 """
 from __future__ import annotations
 
+import copy
 import csv
-import hashlib
 import math
 import os
 import signal
 import subprocess
 import threading
 import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -35,17 +37,16 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from .._checks import check_choice, check_positive_int
-from .._io import atomic_path, file_sha256, read_json, write_json
+from .._io import atomic_path, read_json, write_json
 from . import losses
 from .checkpoint import load_checkpoint, load_train_state, save_checkpoint
-from .augment import random_aligned_crops
-from .views import crop_images, downsample, square_view
+from .targets import ImagePool, TargetSource, step_generator
 
 LOSS_NAMES = ("local", "global", "consistency", "full")
 # settings a resumed run may change: where it runs and finds its images and target cache, how often it saves
 # and whether it shows progress; none of them changes the trajectory (the image count is checked). Every other
 # setting must equal the one recorded in the run's checkpoint. (``wrcup train --stop-at`` is per invocation.)
-RESUME_MAY_DIFFER = ("out", "data", "device", "progress", "checkpoint_every", "cache_targets")
+RESUME_MAY_DIFFER = ("out", "data", "device", "progress", "checkpoint_every", "keep_every", "cache_targets")
 
 
 @dataclass
@@ -65,7 +66,10 @@ class TrainConfig:
     weight_decay: float = 1e-5
     warmup: int = 0
     schedule: str = "cosine"
-    high_res: int = 448
+    # the high-res view side; a list trains on several grid scales (e.g. [448, 896]: 16→32 and 32→64 token
+    # grids), each step on one scale drawn from (seed, step) with the relative frequencies ``scale_mix``
+    high_res: int | list[int] = 448
+    scale_mix: list[float] | None = None
     crops: int = 4
     crop_align: int = 28
     # the paper's recipe sums local + global + consistency with weight 1; "full" (off by default) compares the prediction
@@ -74,10 +78,17 @@ class TrainConfig:
     augment: bool = True
     cache_targets: str | None = None
     checkpoint_every: int = 500
+    # every N steps also keep a weights + metadata snapshot step-NNNNNN.safetensors (for learning curves); 0: off
+    keep_every: int = 0
     seed: int = 0
     device: str = "cpu"
     name: str = "wrc"
     progress: bool = True
+    # the faster training step (same losses and update, different floating-point rounding): the WRC layers
+    # compute their high-res weight convolution factored (wrcup.ops.layer.conv_of_bilinear_prior), AdamW runs
+    # fused, and on CPU the clean and augmented passes overlap in two threads (train_step). False keeps the
+    # original step, e.g. to compare speed (benchmarks/train.py) or to continue a run started without it.
+    fast: bool = True
 
     def validate(self) -> None:
         if not self.data:
@@ -90,8 +101,23 @@ class TrainConfig:
         unknown = set(self.loss_weights) - set(LOSS_NAMES)
         if unknown:
             raise ValueError(f"loss_weights has unknown losses {sorted(unknown)}; expected a subset of {LOSS_NAMES}")
-        if self.high_res % 2 or self.lr <= 0:
-            raise ValueError(f"high_res must be even and lr > 0, got high_res={self.high_res}, lr={self.lr}")
+        check_positive_int(self.keep_every, "keep_every", minimum=0)
+        scales = self.scales()
+        if not scales or any(isinstance(r, bool) or not isinstance(r, int) or r <= 0 or r % 2 for r in scales):
+            raise ValueError(f"high_res must be a positive even size or a list of them, got {self.high_res!r}")
+        if len(set(scales)) != len(scales):
+            raise ValueError(f"high_res lists a size twice: {self.high_res!r}")
+        if self.scale_mix is not None:
+            mix = list(self.scale_mix)
+            if len(mix) != len(scales) or any(not float(w) > 0 for w in mix):
+                raise ValueError(f"scale_mix must give one positive weight per high_res size {scales}, "
+                                 f"got {self.scale_mix!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    def scales(self) -> list[int]:
+        """The high-res view sizes trained on (one unless ``high_res`` is a list)."""
+        return list(self.high_res) if isinstance(self.high_res, (list, tuple)) else [self.high_res]
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -109,21 +135,13 @@ class TrainConfig:
                 if f.name not in RESUME_MAY_DIFFER and comparable(self, f.name) != comparable(recorded, f.name)]
 
 
-def _step_generator(seed: int, step: int, stream: int) -> torch.Generator:
-    """An independent RNG per (seed, step, stream): no RNG state has to be checkpointed."""
-    digest = hashlib.sha256(f"{seed}/{step}/{stream}".encode()).digest()
-    g = torch.Generator()
-    g.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-    return g
-
-
 def batch_indices(num_images: int, batch_size: int, step: int, seed: int) -> list[int]:
     """Image indices of a step: epochs are seeded permutations, consumed ``batch_size`` at a time."""
     start = step * batch_size
     out = []
     while len(out) < batch_size:
         epoch, offset = divmod(start + len(out), num_images)
-        perm = torch.randperm(num_images, generator=_step_generator(seed, epoch, stream=7))
+        perm = torch.randperm(num_images, generator=step_generator(seed, epoch, stream=7))
         take = min(batch_size - len(out), num_images - offset)
         out.extend(perm[offset:offset + take].tolist())
     return out
@@ -138,6 +156,18 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def scale_index(step: int, cfg: TrainConfig) -> int:
+    """Which of ``cfg.scales()`` the step trains on: drawn from (seed, step) with weights ``cfg.scale_mix``
+    (equal when None); always 0 for a single scale (no draw)."""
+    scales = cfg.scales()
+    if len(scales) == 1:
+        return 0
+    weights = torch.tensor([1.0] * len(scales) if cfg.scale_mix is None else [float(w) for w in cfg.scale_mix],
+                           dtype=torch.float64)
+    u = float(torch.rand((), generator=step_generator(cfg.seed, step, stream=300), dtype=torch.float64))
+    return min(int((weights.cumsum(0) / weights.sum() <= u).sum()), len(scales) - 1)
+
+
 def _drop_log_rows_after(log_path: Path, step: int) -> None:
     """Keep the header and the rows of steps ≤ ``step``: a run stopped between checkpoints logged steps that the
     resumed run replays and logs again."""
@@ -146,118 +176,6 @@ def _drop_log_rows_after(log_path: Path, step: int) -> None:
     if len(kept) != len(lines):
         with atomic_path(log_path) as tmp:
             tmp.write_text("".join(kept))
-
-
-class ImagePool:
-    """The training images of several folders, indexable; unreadable files are skipped and reported once."""
-
-    def __init__(self, folders):
-        from ..data.images import ImageFolder
-
-        self.folders = [ImageFolder(f) for f in folders]
-        self.paths = [p for f in self.folders for p in f.paths]
-        self._owner = [(f, i) for f in self.folders for i in range(len(f))]
-
-    @property
-    def skipped(self) -> list:
-        return [s for f in self.folders for s in f.skipped]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def load(self, index: int) -> torch.Tensor:
-        folder, local = self._owner[index]
-        return folder[local]["image"]
-
-
-class TargetSource:
-    """Low-res views and backbone targets for a list of images.
-
-    Online: runs the frozen backbone every step (random crops per step). Cached (``cache_dir``): each
-    image gets ``crops`` fixed crops (seeded by the image index), and its low-res view, low-res features
-    and crop features are computed once and stored (float16) — the backbone dominates CPU training cost.
-    """
-
-    def __init__(self, images, backbone, cfg: TrainConfig, device):
-        self.images, self.backbone, self.cfg, self.device = images, backbone, cfg, device
-        self.low_res = cfg.high_res // 2
-        self.patch = backbone.patch_size
-        if self.low_res % backbone.patch_size or cfg.crop_align % backbone.patch_size:
-            raise ValueError(f"high_res/2={self.low_res} and crop_align={cfg.crop_align} must be multiples of "
-                             f"the backbone patch size {backbone.patch_size}")
-        self.cache_dir = Path(cfg.cache_targets) if cfg.cache_targets else None
-        self.need_full = float(cfg.loss_weights.get("full", 0.0)) != 0.0
-        self._digests: list[str | None] = [None] * len(images)
-        self._weights_id = backbone.weights_identity() if self.cache_dir else None
-
-    def _views(self, idx: list[int], gens: list[torch.Generator]):
-        high = torch.stack([square_view(self.images.load(i), self.cfg.high_res) for i in idx]).to(self.device)
-        low = downsample(high, self.low_res)
-        boxes = torch.stack([random_aligned_crops(g, self.cfg.high_res, self.low_res, self.cfg.crop_align, self.cfg.crops)
-                             for g in gens]) if self.cfg.crops else torch.zeros(len(idx), 0, 2, dtype=torch.long)
-        # backbone outputs are inference-mode tensors: clone them so autograd may save them
-        z_low = self.backbone(low).clone()
-        crop_t = None
-        if self.cfg.crops:
-            crop_t = self.backbone(crop_images(high, boxes, self.low_res)).clone()
-            crop_t = crop_t.reshape(len(idx), self.cfg.crops, *crop_t.shape[1:])
-        z_high = self.backbone(high).clone() if self.need_full else None
-        return low, z_low, crop_t, boxes, z_high
-
-    def _cache_file(self, i: int) -> Path:
-        # keyed on the image's bytes, not its path or mtime: a copied or restored image folder keeps its cache,
-        # and a changed image, backbone weights or crop setting gets new targets
-        key = f"v2|{self._image_digest(i)}|{self.cfg.backbone}|{self._weights_id}|{self.cfg.high_res}|" \
-              f"{self.cfg.crops}|{self.cfg.crop_align}|{self.cfg.seed}"
-        return self.cache_dir / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".safetensors")
-
-    def _image_digest(self, i: int) -> str:
-        if self._digests[i] is None:
-            self._digests[i] = file_sha256(self.images.paths[i])
-        return self._digests[i]
-
-    def _full_file(self, i: int) -> Path:
-        return self._cache_file(i).with_suffix(".full.safetensors")
-
-    def fill_cache(self, indices: list[int], show_progress: bool) -> None:
-        from safetensors.torch import save_file
-
-        todo = [i for i in indices if not self._cache_file(i).exists()]
-        for i in tqdm(todo, desc="caching backbone targets", disable=not show_progress or not todo, unit="img"):
-            low, z_low, crop_t, boxes, _ = self._views([i], [_step_generator(self.cfg.seed, i, stream=11)])
-            tensors = {"low": (low[0] * 255).round().to(torch.uint8).cpu(), "z_low": z_low[0].half().cpu().contiguous(),
-                       "boxes": boxes[0].cpu()}
-            if crop_t is not None:
-                tensors["crops"] = crop_t[0].half().cpu().contiguous()
-            with atomic_path(self._cache_file(i)) as tmp:
-                save_file(tensors, str(tmp))
-        # full-view targets live in a file of their own, so adding the "full" loss reuses the crop cache
-        todo = [i for i in indices if self.need_full and not self._full_file(i).exists()]
-        for i in tqdm(todo, desc="caching full-view targets", disable=not show_progress or not todo, unit="img"):
-            high = square_view(self.images.load(i), self.cfg.high_res)[None].to(self.device)
-            with atomic_path(self._full_file(i)) as tmp:
-                save_file({"z_high": self.backbone(high)[0].half().cpu().contiguous()}, str(tmp))
-
-    def batch(self, idx: list[int], step: int, offset: int = 0):
-        """→ low B×3×S×S [0,1], z_low B×C×h×w, crop targets B×n×C×h×w (or None), boxes B×n×2 in high-res
-        tokens, full-view targets B×C×2h×2w (or None).
-
-        ``offset`` is the position of ``idx[0]`` in the step's global batch (it seeds the crops).
-        """
-        if self.cache_dir is None:
-            gens = [_step_generator(self.cfg.seed, step, stream=100 + offset + j) for j in range(len(idx))]
-            low, z_low, crop_t, boxes, z_high = self._views(idx, gens)
-        else:
-            from safetensors.torch import load_file
-
-            items = [load_file(str(self._cache_file(i))) for i in idx]
-            low = torch.stack([d["low"] for d in items]).float().div(255).to(self.device)
-            z_low = torch.stack([d["z_low"] for d in items]).float().to(self.device)
-            boxes = torch.stack([d["boxes"] for d in items])
-            crop_t = torch.stack([d["crops"] for d in items]).float().to(self.device) if self.cfg.crops else None
-            z_high = torch.stack([load_file(str(self._full_file(i)))["z_high"] for i in idx]).float().to(
-                self.device) if self.need_full else None
-        return low, z_low, crop_t, boxes // self.patch, z_high
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -347,6 +265,192 @@ class _Distributed:
         return int(flag) or None
 
 
+def build_model(cfg: TrainConfig, backbone, device) -> torch.nn.Module:
+    """The upsampler to train, initialised from the current RNG state; ``cfg.fast`` selects the factored
+    high-res weight convolution of the WRC layers (same parameters, same function up to rounding)."""
+    from ..models.upsampler import build_upsampler
+
+    model = build_upsampler(cfg.operator, backbone.dim, backbone.patch_size, residual=cfg.residual).to(device)
+    if cfg.fast:
+        for module in model.modules():
+            if hasattr(module, "prior_conv"):
+                module.prior_conv = "factored"
+    return model
+
+
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW over the model's parameters (fused kernel with ``cfg.fast``; the same state dict either way)."""
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             **({"fused": True} if cfg.fast else {}))
+
+
+def train_step(net, backbone, targets: TargetSource, optimizer, scheduler, cfg: TrainConfig, step: int,
+               idx: list[int], first: int, micro: int, mark=None, overlap: bool | None = None) -> torch.Tensor:
+    """One optimiser step on this rank's images ``idx`` in ``cfg.grad_accum`` micro-batches of ``micro``.
+
+    ``first`` is the position of ``idx[0]`` in the step's global batch (it seeds the crops and augmentations).
+    Per micro-batch: targets and views, the prediction from the clean and (for the consistency loss) from the
+    augmented guidance image, the losses, backward; then the optimiser and scheduler step.
+
+    ``overlap`` runs the clean and the augmented pass side by side in two threads (:func:`_overlapped_passes`);
+    None: when ``cfg.fast`` and the step allows it (CPU, one process, ≥ 2 threads, a consistency loss).
+    ``mark(phase)``, when given, is called at the end of each phase ("data", "augment", "forward", "loss",
+    "backward", "optimizer"; the benchmark's breakdown; overlapped passes count as "forward").
+    Returns the loss terms in ``LOSS_NAMES`` order, averaged over the micro-batches (not over ranks), as a
+    device tensor (no host synchronisation).
+    """
+    from .augment import photometric_augment
+
+    mark = mark or (lambda phase: None)
+    device = next(iter(optimizer.param_groups[0]["params"])).device
+    weights = {k: float(cfg.loss_weights.get(k, 0.0)) for k in LOSS_NAMES}
+    if overlap is None:
+        overlap = cfg.fast and _can_overlap(net, device, weights)
+    use_amp = device.type == "cuda"
+    optimizer.zero_grad(set_to_none=True)
+    parts = torch.zeros(len(LOSS_NAMES), device=device)
+    mark("optimizer")
+    for a in range(cfg.grad_accum):
+        sub = idx[a * micro:(a + 1) * micro]
+        low, z_low, crop_t, boxes, z_high = targets.batch(sub, step, offset=first + a * micro)
+        mark("data")
+        g = step_generator(cfg.seed, step, stream=200 + (first + a * micro) // micro)
+        if overlap:
+            terms = _overlapped_passes(net, backbone, cfg, weights, low, z_low, crop_t, boxes, z_high, g)
+            mark("forward")
+        else:
+            image, image_aug = backbone.normalise(low), None
+            if weights["consistency"]:
+                image_aug = backbone.normalise(photometric_augment(low, g) if cfg.augment else low)
+            mark("augment")
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                pred = net(image, z_low)
+                pred_aug = net(image_aug, z_low) if image_aug is not None else None
+                mark("forward")
+                terms = _clean_terms(pred, weights, z_low, crop_t, boxes, z_high)
+                if pred_aug is not None:
+                    terms["consistency"] = losses.consistency_loss(pred_aug.float(), pred.float())
+                loss = sum(weights[k] * v for k, v in terms.items())
+            mark("loss")
+            (loss / cfg.grad_accum).backward()
+            mark("backward")
+        parts += torch.stack([terms.get(k, torch.zeros((), device=device)).detach() for k in LOSS_NAMES]) / cfg.grad_accum
+    optimizer.step()
+    scheduler.step()
+    mark("optimizer")
+    return parts
+
+
+def _clean_terms(pred, weights, z_low, crop_t, boxes, z_high) -> dict:
+    """The loss terms of the clean prediction (local, global, full), in that order."""
+    terms = {}
+    if weights["local"] and crop_t is not None:
+        terms["local"] = losses.local_crop_loss(pred.float(), crop_t, boxes)
+    if weights["global"]:
+        terms["global"] = losses.global_loss(pred.float(), z_low)
+    if weights["full"]:
+        terms["full"] = losses.cosine_minmax_loss(pred.float(), z_high)
+    return terms
+
+
+def _can_overlap(net, device, weights) -> bool:
+    """Overlapped passes need: CPU (GPU kernels already fill the device), a plain module (DDP reduces gradients
+    in backward()), two threads to split, a second pass to run, and BatchNorms with a momentum (their running
+    statistics are merged afterwards)."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    return (device.type == "cpu" and not isinstance(net, torch.nn.parallel.DistributedDataParallel)
+            and torch.get_num_threads() >= 2 and bool(weights["consistency"])
+            and all(m.momentum is not None and not isinstance(m, torch.nn.SyncBatchNorm) for m in norms))
+
+
+# per model: a twin sharing its parameters with its own BatchNorm buffers (the augmented pass runs on it)
+_TWINS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_PASS_POOL: dict[int, ThreadPoolExecutor] = {}
+
+
+def _twin(model: torch.nn.Module):
+    if model not in _TWINS:
+        twin = copy.deepcopy(model)
+        for mine, theirs in zip(twin.modules(), model.modules()):
+            for name in list(mine._parameters):
+                mine._parameters[name] = theirs._parameters[name]
+        norms = [(theirs, mine) for theirs, mine in zip(model.modules(), twin.modules())
+                 if isinstance(theirs, torch.nn.modules.batchnorm._BatchNorm) and theirs.track_running_stats]
+        _TWINS[model] = (twin, norms)
+    twin, norms = _TWINS[model]
+    twin.train(model.training)
+    return twin, norms
+
+
+def _pass_pool(threads: int) -> ThreadPoolExecutor:
+    """Two worker threads with ``threads`` intra-op threads each, kept for the whole run (setting the thread
+    count clears oneDNN's primitive cache, so it is done once per worker)."""
+    if threads not in _PASS_POOL:
+        _PASS_POOL[threads] = ThreadPoolExecutor(2, thread_name_prefix="wrcup-pass", initializer=torch.set_num_threads,
+                                                 initargs=(threads,))
+    return _PASS_POOL[threads]
+
+
+def _overlapped_passes(model, backbone, cfg, weights, low, z_low, crop_t, boxes, z_high, generator) -> dict:
+    """The clean and the augmented pass of one micro-batch in two threads, each with half the intra-op threads.
+
+    Same losses and gradients as the sequential passes, in another rounding: each pass differentiates its own
+    losses (clean: local/global/full; augmented: consistency against the detached clean prediction) and the
+    two gradients are added in a fixed order into ``.grad``. The augmented pass runs on a twin module sharing
+    the parameters; BatchNorm running statistics are merged as if the clean pass had updated them first:
+    r ← (1 − m)·r_clean + (r_aug − (1 − m)·r_before). Deterministic for a given thread count.
+    """
+    from .augment import photometric_augment
+
+    twin, norms = _twin(model)
+    before = [(o.running_mean.clone(), o.running_var.clone()) for o, _ in norms]
+    with torch.no_grad():
+        for o, t in norms:
+            t.running_mean.copy_(o.running_mean)
+            t.running_var.copy_(o.running_var)
+    params = [p for p in model.parameters() if p.requires_grad]
+    ready, shared = threading.Event(), {}
+
+    def grads(loss):
+        if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+            return [None] * len(params)
+        return torch.autograd.grad(loss / cfg.grad_accum, params, allow_unused=True)
+
+    def clean():
+        try:
+            pred = model(backbone.normalise(low), z_low)
+            shared["pred"] = pred.detach()
+        finally:
+            ready.set()
+        terms = _clean_terms(pred, weights, z_low, crop_t, boxes, z_high)
+        return terms, grads(sum(weights[k] * v for k, v in terms.items()))
+
+    def augmented():
+        image = backbone.normalise(photometric_augment(low, generator) if cfg.augment else low)
+        pred_aug = twin(image, z_low)
+        ready.wait()
+        if "pred" not in shared:
+            raise RuntimeError("the clean pass failed")
+        term = losses.consistency_loss(pred_aug.float(), shared["pred"].float())
+        return {"consistency": term}, grads(weights["consistency"] * term)
+
+    pool = _pass_pool(max(1, torch.get_num_threads() // 2))
+    jobs = [pool.submit(clean), pool.submit(augmented)]
+    (terms, g_clean), (term_aug, g_aug) = [job.result() for job in jobs]
+    with torch.no_grad():
+        for (o, t), (mean0, var0) in zip(norms, before):
+            keep = 1.0 - o.momentum
+            o.running_mean.mul_(keep).add_(t.running_mean).sub_(mean0, alpha=keep)
+            o.running_var.mul_(keep).add_(t.running_var).sub_(var0, alpha=keep)
+            o.num_batches_tracked.add_(1)
+        for p, a, b in zip(params, g_clean, g_aug):
+            if a is None and b is None:
+                continue
+            total = a if b is None else (b if a is None else a + b)
+            p.grad = total if p.grad is None else p.grad.add_(total)
+    return {**terms, **term_aug}
+
+
 def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, stop_at: int | None = None) -> dict:
     """Run (or resume) a training run; returns the final summary (also written to ``out/summary.json``).
 
@@ -364,8 +468,6 @@ def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, st
 
 def _train(cfg: TrainConfig, resume: bool, images, backbone, stop_at: int | None, stop: _StopOnSignal) -> dict:
     from .. import backbones as backbones_mod
-    from ..models.upsampler import build_upsampler
-    from .augment import photometric_augment
 
     cfg.validate()
     ddp = _Distributed()
@@ -382,12 +484,12 @@ def _train(cfg: TrainConfig, resume: bool, images, backbone, stop_at: int | None
         images = ImagePool(cfg.data)
     if backbone is None:
         backbone = backbones_mod.load(cfg.backbone, weights=cfg.backbone_weights, device=device)
-    model = build_upsampler(cfg.operator, backbone.dim, backbone.patch_size, residual=cfg.residual).to(device)
+    model = build_model(cfg, backbone, device)
     if ddp.enabled and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
-    targets = TargetSource(images, backbone, cfg, device)
+    sources = [TargetSource(images, backbone, cfg, device, high_res=r) for r in cfg.scales()]
 
     step, elapsed = 0, 0.0
     ckpt = out / "last.safetensors"
@@ -409,9 +511,10 @@ def _train(cfg: TrainConfig, resume: bool, images, backbone, stop_at: int | None
         step, elapsed = int(tstate["step"]), float(tstate["elapsed"])
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if ddp.enabled else model
 
-    if targets.cache_dir is not None:
+    if cfg.cache_targets is not None:
         # every rank fills its share of the cache, then all wait for the others
-        targets.fill_cache(list(range(ddp.rank, len(images), ddp.world)), show_progress=cfg.progress and is_main)
+        for targets in sources:
+            targets.fill_cache(list(range(ddp.rank, len(images), ddp.world)), show_progress=cfg.progress and is_main)
         if ddp.enabled:
             dist.barrier()
 
@@ -423,17 +526,12 @@ def _train(cfg: TrainConfig, resume: bool, images, backbone, stop_at: int | None
         else:
             log_path.write_text(",".join(["step", "loss", *LOSS_NAMES, "lr", "images_per_s", "elapsed_s"]) + "\n")
     weights = {k: float(cfg.loss_weights.get(k, 0.0)) for k in LOSS_NAMES}
-    use_amp = device.type == "cuda"
     recent: list[torch.Tensor] = []
     saved_step = None
 
-    def save(final: bool) -> None:
-        nonlocal saved_step
-        saved_step = step
-        if not is_main:
-            return
+    def metadata(final: bool) -> dict:
         last = torch.stack(recent[-50:]).mean(0).tolist() if recent else [float("nan")] * (1 + len(LOSS_NAMES))
-        meta = {
+        return {
             "backbone": cfg.backbone, "dim": backbone.dim, "patch_size": backbone.patch_size,
             "operator": cfg.operator, "residual": cfg.residual, "steps": step, "finished": final,
             "data": {"folders": [str(d) for d in cfg.data], "num_images": len(images),
@@ -441,6 +539,13 @@ def _train(cfg: TrainConfig, resume: bool, images, backbone, stop_at: int | None
             "final_losses": dict(zip(("total",) + LOSS_NAMES, last)), "wall_time_s": round(elapsed, 1),
             "code_version": {"wrcup": __version__, "git": _git_revision()}, "config": asdict(cfg),
         }
+
+    def save(final: bool) -> None:
+        nonlocal saved_step
+        saved_step = step
+        if not is_main:
+            return
+        meta = metadata(final)
         train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                        "step": step, "elapsed": elapsed}
         save_checkpoint(ckpt, model.state_dict(), meta, train_state)
@@ -457,30 +562,8 @@ def _train(cfg: TrainConfig, resume: bool, images, backbone, stop_at: int | None
         idx = batch_indices(len(images), cfg.batch_size, step, cfg.seed)
         first = ddp.rank * micro * cfg.grad_accum  # this rank's share of the global batch
         idx = idx[first:first + micro * cfg.grad_accum]
-        optimizer.zero_grad(set_to_none=True)
-        parts = torch.zeros(len(LOSS_NAMES), device=device)
-        for a in range(cfg.grad_accum):
-            sub = idx[a * micro:(a + 1) * micro]
-            low, z_low, crop_t, boxes, z_high = targets.batch(sub, step, offset=first + a * micro)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                pred = ddp_model(backbone.normalise(low), z_low)
-                terms = {}
-                if weights["local"] and crop_t is not None:
-                    terms["local"] = losses.local_crop_loss(pred.float(), crop_t, boxes)
-                if weights["global"]:
-                    terms["global"] = losses.global_loss(pred.float(), z_low)
-                if weights["full"]:
-                    terms["full"] = losses.cosine_minmax_loss(pred.float(), z_high)
-                if weights["consistency"]:
-                    g = _step_generator(cfg.seed, step, stream=200 + (first + a * micro) // micro)
-                    aug = photometric_augment(low, g) if cfg.augment else low
-                    pred_aug = ddp_model(backbone.normalise(aug), z_low)
-                    terms["consistency"] = losses.consistency_loss(pred_aug.float(), pred.float())
-                loss = sum(weights[k] * v for k, v in terms.items())
-            (loss / cfg.grad_accum).backward()
-            parts += torch.stack([terms.get(k, torch.zeros((), device=device)).detach() for k in LOSS_NAMES]) / cfg.grad_accum
-        optimizer.step()
-        scheduler.step()
+        targets = sources[scale_index(step, cfg)]
+        parts = train_step(ddp_model, backbone, targets, optimizer, scheduler, cfg, step, idx, first, micro)
         step += 1
         parts = ddp.mean(parts)
         total = sum(weights[k] * parts[i] for i, k in enumerate(LOSS_NAMES))
@@ -495,6 +578,8 @@ def _train(cfg: TrainConfig, resume: bool, images, backbone, stop_at: int | None
             bar.update(1)
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < end:
             save(final=False)
+        if cfg.keep_every and step % cfg.keep_every == 0 and is_main:
+            save_checkpoint(out / f"step-{step:06d}.safetensors", model.state_dict(), metadata(step >= cfg.steps))
         stop_signal = ddp.first_signal(stop.signum, device)
     bar.close()
     finished = step >= cfg.steps
