@@ -9,7 +9,8 @@ from torch import nn
 
 from .._checks import check_finite, check_tensor
 from .sizing import plan_passes, resize_features, resolve_output_size
-from .upsampler import BilinearUpsampler, WRCUpsampler, build_upsampler, upsample
+from .tiling import DEFAULT_MAX_MEMORY, RESERVED_BYTES, parse_memory, pass_bytes, upsample_bounded
+from .upsampler import BilinearUpsampler, WRCUpsampler, _check_inputs, build_upsampler, upsample
 
 # Checkpoints shipped inside the package: name → file in wrcup/checkpoints/.
 SHIPPED_CHECKPOINTS = {
@@ -34,7 +35,8 @@ class UpsampledBackbone(nn.Module):
         self.upsampler = upsampler
         self.metadata = dict(metadata or {})
 
-    def forward(self, images: torch.Tensor, return_low_res: bool = False, *, output_size=None, scale=None):
+    def forward(self, images: torch.Tensor, return_low_res: bool = False, *, output_size=None, scale=None,
+                max_memory: int | str = DEFAULT_MAX_MEMORY):
         """images: B×3×H×W float in [0, 1] → B×dim×H'×W' (and the backbone's B×dim×h×w if ``return_low_res``).
 
         Sizes that are not multiples of the patch size follow the backbone's policy (resized to the nearest
@@ -44,6 +46,13 @@ class UpsampledBackbone(nn.Module):
             output_size: (H', W'), any positive ints, any aspect ratio.
             scale: 2, 4 or 8 (H' = scale·h, W' = scale·w) or "image" (H' × W' = H × W, the images as given).
             Neither: H' × W' = 2h × 2w, one pass of the trained upsampler (the default).
+            max_memory: working-memory budget of the upsampling, bytes or a string such as "4G" (default 4 GiB).
+                A pass whose estimate exceeds it runs on overlapping tiles blended with linear ramps
+                (:mod:`wrcup.models.tiling`; agrees with the untiled pass to a mean cosine ≥ 0.995); passes that
+                fit run as before. The output itself (B×dim×H'×W', float32) is not counted: for outputs too large
+                to hold, see :func:`wrcup.models.tiling.upsample_bounded` with a ``sink``. The backbone is never
+                tiled (a ViT's features depend on global context); its attention is
+                ``F.scaled_dot_product_attention``, which does not hold the token×token matrix.
 
         Any size is reached by repeating the trained 2× upsampler until the grid reaches or exceeds H'×W' (pass i
         guided by the same image at the effective patch size p/2^i, see :func:`wrcup.models.upsample`), then
@@ -58,8 +67,17 @@ class UpsampledBackbone(nn.Module):
         p = self.backbone.patch_size
         grid = (images.shape[-2] // p, images.shape[-1] // p)
         target = resolve_output_size(grid, image_hw, output_size=output_size, scale=scale)
+        budget = parse_memory(max_memory, "max_memory")
         low = self.backbone(images)
-        high = upsample_to_size(self.upsampler, self.backbone.normalise(images), low.to(images.dtype), target)
+        image, features = self.backbone.normalise(images), low.to(images.dtype)
+        passes = plan_passes(grid, target)
+        last_grid = (grid[0] << max(passes - 1, 0), grid[1] << max(passes - 1, 0))
+        if (passes and isinstance(self.upsampler, (WRCUpsampler, BilinearUpsampler))
+                and pass_bytes(last_grid, features.shape[1], features.shape[0]) > budget - RESERVED_BYTES):
+            _check_inputs(image, features, self.upsampler.dim, self.upsampler.patch_size)
+            high = upsample_bounded(self.upsampler, image, features, target, max_memory=budget)
+        else:
+            high = upsample_to_size(self.upsampler, image, features, target)
         return (high, low) if return_low_res else high
 
 

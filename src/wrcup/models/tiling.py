@@ -28,30 +28,34 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["DEFAULT_OVERLAP", "DEFAULT_MAX_MEMORY", "tile_spans", "plan_tiles", "blend_ramp", "blend_window",
-           "linear_taps", "resize_crop", "pass_bytes", "choose_tile", "parse_memory"]
+           "linear_taps", "resize_crop", "pass_bytes", "choose_tile", "parse_memory", "guidance_crop", "tiled_pass",
+           "learned_passes_to_guidance", "upsample_bounded"]
 
 # Overlap between neighbouring tiles, in cells of the pass's INPUT grid (the output overlap is twice that).
 DEFAULT_OVERLAP = 8
 # Default budget: fits a laptop.
 DEFAULT_MAX_MEMORY = 4 * 2**30
-# Measured working memory of one untiled 2× pass, in bytes per OUTPUT cell per feature channel (float32, CPU,
-# wrc-reference, dim 384: peak allocation above the inputs, fitted over output grids 64×86 … 256×344).
+# Working memory of one untiled 2× pass, in bytes per OUTPUT cell per feature channel (float32, CPU). Measured
+# 26 and 23 (peak RSS growth of the pass, output included; wrc-reference, dim 384, output grids 256×336 and
+# 512×672), rounded up for the allocator's slack.
 PASS_BYTES_PER_CELL_CHANNEL = 40
+# Memory the budget keeps for the rest of the process (Python, torch, the model, the image and its backbone pass).
+RESERVED_BYTES = 2**30
 
 
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """[(start, stop), …] covering ``range(length)`` with tiles of ``tile`` cells overlapping by at least
-    ``overlap``; a single span when ``tile >= length``. The last span ends at ``length`` (it may overlap its
-    neighbour by more). Requires ``0 <= overlap < tile``."""
+    """[(start, stop), …] covering ``range(length)`` with the fewest tiles of ``tile`` cells overlapping by at least
+    ``overlap``, spread evenly from 0 to ``length``; a single span when ``tile >= length``.
+    Requires ``0 <= overlap < tile``."""
     if length < 1 or tile < 1 or overlap < 0:
         raise ValueError(f"need length ≥ 1, tile ≥ 1, overlap ≥ 0; got {length}, {tile}, {overlap}")
     if tile >= length:
         return [(0, length)]
     if overlap >= tile:
         raise ValueError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride)) + [length - tile]
-    return [(s, s + tile) for s in starts]
+    # the fewest tiles whose overlaps are all ≥ overlap, their starts spread evenly (no sliver of a last tile)
+    n = 1 + -(-(length - tile) // (tile - overlap))
+    return [(s, s + tile) for s in (round(k * (length - tile) / (n - 1)) for k in range(n))]
 
 
 def plan_tiles(grid_hw: Sequence[int], tile: int, overlap: int = DEFAULT_OVERLAP) -> list[tuple[int, int, int, int]]:
@@ -96,13 +100,13 @@ def blend_window(grid_hw: Sequence[int], tile: int, overlap: int, index: tuple[i
 def linear_taps(in_len: int, out_len: int, start: int = 0, stop: int | None = None):
     """For outputs ``start:stop`` of a bilinear resize from ``in_len`` to ``out_len`` (``align_corners=False``,
     no antialiasing, as :func:`torch.nn.functional.interpolate`): (i0, i1, frac), output = (1-frac)·x[i0] +
-    frac·x[i1]. i0, i1: int64 tensors; frac: float32."""
+    frac·x[i1]. i0, i1: int64 tensors; frac: float64."""
     stop = out_len if stop is None else stop
     scale = in_len / out_len
     src = ((torch.arange(start, stop, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
     i0 = src.floor().long().clamp(max=in_len - 1)
     i1 = (i0 + 1).clamp(max=in_len - 1)
-    return i0, i1, (src - i0).float()
+    return i0, i1, src - i0
 
 
 def resize_crop(x: torch.Tensor, size: Sequence[int], rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
@@ -212,3 +216,62 @@ def tiled_pass(upsampler, features: torch.Tensor, quarter: torch.Tensor | None, 
             out[..., 2 * y0:2 * y1, 2 * x0:2 * x1] += y.float() * win
             weight[2 * y0:2 * y1, 2 * x0:2 * x1] += win
     return out.div_(weight).to(features.dtype)
+
+
+def learned_passes_to_guidance(grid_hw: Sequence[int], image_hw: Sequence[int]) -> int:
+    """Passes until the grid reaches the image branch's own resolution, a quarter of the image (h, w) → the
+    fewest n ≥ 1 with 2ⁿ·h ≥ H/4 and 2ⁿ·w ≥ W/4. Beyond it the guidance g1 is only a bilinear enlargement of the
+    quarter map, so further learned passes add cost, not image detail (e.g. 448×588 image, grid 32×42: 2 passes
+    → 128×168)."""
+    h, w = int(grid_hw[0]), int(grid_hw[1])
+    H, W = int(image_hw[0]), int(image_hw[1])
+    n = 1
+    while (h << n) * 4 < H or (w << n) * 4 < W:
+        n += 1
+    return n
+
+
+def upsample_bounded(upsampler, image: torch.Tensor, features: torch.Tensor, size: Sequence[int],
+                     max_memory: int = DEFAULT_MAX_MEMORY, learned_passes: int | None = None, sink=None,
+                     overlap: int = DEFAULT_OVERLAP):
+    """Features B×C×h×w → B×C×H×W within about ``max_memory`` bytes: like
+    :func:`wrcup.models.bundle.upsample_to_size`, with each pass tiled (:func:`tiled_pass`) when its estimate
+    (:func:`pass_bytes`) exceeds the budget left after :data:`RESERVED_BYTES`.
+
+    Args:
+        image: B×3×(p·h)×(p·w), backbone-normalised.
+        learned_passes: at most this many passes of the network (default: all of
+            :func:`~wrcup.models.sizing.plan_passes`); the rest of the way is bilinear.
+        sink: None → the result is returned as a tensor (the final resize as in
+            :func:`~wrcup.models.sizing.resize_features`). A callable ``sink(row0, band)`` → the output is never
+            held whole: the bilinear growth to H×W is computed band by band of rows (:func:`resize_crop`, exact,
+            float32) and each band B×C×rows×W is handed to it; returns None. (When the learned grid already
+            exceeds H×W, the antialiased shrink is computed whole first.)
+    """
+    from .sizing import plan_passes, resize_features
+    from .upsampler import WRCUpsampler
+
+    size = (int(size[0]), int(size[1]))
+    budget = max(max_memory - RESERVED_BYTES, 0)
+    passes = plan_passes(tuple(features.shape[-2:]), size)
+    if learned_passes is not None:
+        passes = min(passes, learned_passes)
+    quarter = upsampler.image_branch.quarter_map(image) if isinstance(upsampler, WRCUpsampler) and passes else None
+    x = features
+    for i in range(passes):
+        patch = upsampler.patch_size / 2**i
+        tile = choose_tile(tuple(x.shape[-2:]), x.shape[1], budget, overlap, batch=x.shape[0])
+        x = tiled_pass(upsampler, x, quarter, patch, tile or max(x.shape[-2:]), overlap)
+    del quarter
+    grows = x.shape[-2] <= size[0] and x.shape[-1] <= size[1]
+    if sink is None or not grows:
+        x = resize_features(x, size)
+        if sink is None:
+            return x
+    B, C = x.shape[:2]
+    rows = max(1, min(size[0], budget // 4 // max(1, 4 * B * C * size[1])))
+    for r0 in range(0, size[0], rows):
+        r1 = min(size[0], r0 + rows)
+        band = x[..., r0:r1, :] if tuple(x.shape[-2:]) == size else resize_crop(x, size, (r0, r1), (0, size[1]))
+        sink(r0, band)
+    return None
