@@ -117,10 +117,10 @@ def resize_crop(x: torch.Tensor, size: Sequence[int], rows: tuple[int, int], col
     i0, i1, f = linear_taps(x.shape[-2], int(size[0]), *rows)
     band = x[..., lo:hi, :]
     f = f.to(x.dtype)[:, None]
-    band = band[..., i0 - lo, :] * (1 - f) + band[..., i1 - lo, :] * f
+    band = (band[..., i0 - lo, :] * (1 - f)).add_(band[..., i1 - lo, :] * f)
     i0, i1, f = linear_taps(x.shape[-1], int(size[1]), *cols)
     f = f.to(x.dtype)
-    return band[..., i0] * (1 - f) + band[..., i1] * f
+    return (band[..., i0] * (1 - f)).add_(band[..., i1] * f)  # at most three outputs' worth at once
 
 
 def pass_bytes(grid_hw: Sequence[int], dim: int, batch: int = 1) -> int:
@@ -269,7 +269,8 @@ def upsample_bounded(upsampler, image: torch.Tensor, features: torch.Tensor, siz
         if sink is None:
             return x
     B, C = x.shape[:2]
-    rows = max(1, min(size[0], budget // 4 // max(1, 4 * B * C * size[1])))
+    # a band of float32 rows and the temporaries of its resize and of the sink (float16 copy): ≈ 8 bands
+    rows = max(1, min(size[0], budget // 8 // max(1, 4 * B * C * size[1])))
     for r0 in range(0, size[0], rows):
         r1 = min(size[0], r0 + rows)
         band = x[..., r0:r1, :] if tuple(x.shape[-2:]) == size else resize_crop(x, size, (r0, r1), (0, size[1]))
