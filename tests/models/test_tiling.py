@@ -161,5 +161,5 @@ def test_bounded_upsampling_into_a_sink_equals_the_whole_resize(shipped, photo_i
         learned = shipped.upsampler.upsample_features(features, shipped.upsampler.image_branch.quarter_map(image), 14.0)
     expected = F.interpolate(learned.double(), size=size, mode="bilinear", align_corners=False).float()
     scale = float(learned.abs().max())
-    torch.testing.assert_close(streamed, expected, rtol=0, atol=1e-6 * scale)
+    torch.testing.assert_close(streamed, expected, rtol=0, atol=4e-6 * scale)
     torch.testing.assert_close(whole, expected, rtol=0, atol=4e-6 * scale)  # torch's own float32 kernel

@@ -327,7 +327,11 @@ class NpyBandWriter:
 
     def __call__(self, r0: int, band) -> None:
         """band: 1×C×rows×W float tensor for rows r0 … r0+rows."""
+        import time
+
         import torch
+
+        self.first = getattr(self, "first", None) or time.perf_counter()
         import torch.nn.functional as F
 
         C, H, W = self.shape
@@ -376,7 +380,8 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
                                  learned_passes=learned_passes_to_guidance(low.shape[-2:], (H, W)))
             t2 = time.perf_counter()
             report.status(f"{job.image.name}: features {target[0]}×{target[1]} (float16 .npy); backbone "
-                          f"{t1 - t0:.1f} s, upsampling and writing {t2 - t1:.1f} s")
+                          f"{t1 - t0:.1f} s, upsampling {t2 - t1:.1f} s (learned passes {sink.first - t1:.1f} s, "
+                          f"bilinear growth and writing {t2 - sink.first:.1f} s)")
         written.append(job.features)
         if job.figure is not None:
             px, py = args.point if args.point is not None else (W0 / 2, H0 / 2)

@@ -117,10 +117,12 @@ def resize_crop(x: torch.Tensor, size: Sequence[int], rows: tuple[int, int], col
     i0, i1, f = linear_taps(x.shape[-2], int(size[0]), *rows)
     band = x[..., lo:hi, :]
     f = f.to(x.dtype)[:, None]
-    band = (band[..., i0 - lo, :] * (1 - f)).add_(band[..., i1 - lo, :] * f)
+    band = (band[..., i0 - lo, :] * (1 - f)).add_(band[..., i1 - lo, :] * f)   # B×C×rows×w, small
+    if cols == (0, int(size[1])):  # whole rows: torch's kernel (same sample positions, scale 1 along the rows)
+        return F.interpolate(band, size=(band.shape[-2], int(size[1])), mode="bilinear", align_corners=False)
     i0, i1, f = linear_taps(x.shape[-1], int(size[1]), *cols)
     f = f.to(x.dtype)
-    return (band[..., i0] * (1 - f)).add_(band[..., i1] * f)  # at most three outputs' worth at once
+    return (band[..., i0] * (1 - f)).add_(band[..., i1] * f)
 
 
 def pass_bytes(grid_hw: Sequence[int], dim: int, batch: int = 1) -> int:
