@@ -309,8 +309,8 @@ def image_output_size(image_hw, cap: int = MAX_IMAGE_SIDE) -> tuple[int, int]:
 
 class NpyBandWriter:
     """A float16 .npy file of shape C×H×W written band of rows by band (plain file writes, no memory map, so the
-    process never holds the array or its pages), plus a reduced float32 copy for the picture: the mean over
-    ``k``×``k`` blocks, k = ⌈max(H, W) / FIGURE_SIDE⌉."""
+    process never holds the array or its pages), plus a reduced float32 copy for the picture: every k-th row and
+    column, k = ⌈max(H, W) / FIGURE_SIDE⌉."""
 
     def __init__(self, f, shape: tuple[int, int, int]):
         import numpy as np
@@ -323,7 +323,6 @@ class NpyBandWriter:
         f.truncate(self.offset + C * H * W * 2)
         self.k = -(-max(H, W) // FIGURE_SIDE)
         self.small = torch.zeros(C, -(-H // self.k), -(-W // self.k))
-        self.counts = torch.zeros(self.small.shape[1])
 
     def __call__(self, r0: int, band) -> None:
         """band: 1×C×rows×W float tensor for rows r0 … r0+rows."""
@@ -332,7 +331,6 @@ class NpyBandWriter:
         import torch
 
         self.first = getattr(self, "first", None) or time.perf_counter()
-        import torch.nn.functional as F
 
         C, H, W = self.shape
         band = band[0]
@@ -341,13 +339,12 @@ class NpyBandWriter:
         for c in range(C):
             self.f.seek(self.offset + (c * H + r0) * W * 2)
             self.f.write(half[c].tobytes())
-        cols = F.avg_pool2d(band[None].float().cpu(), (1, self.k), ceil_mode=True)[0]   # C×rows×⌈W/k⌉
-        index = (torch.arange(r0, r0 + rows) // self.k)
-        self.small.index_add_(1, index, cols)
-        self.counts.index_add_(0, index, torch.ones(rows))
+        # every k-th row and column (the features are smooth at that scale; a mean cost 30 % of the run)
+        keep = torch.arange(-r0 % self.k, rows, self.k)
+        self.small[:, (r0 + keep) // self.k] = band[:, keep, ::self.k].float().cpu()
 
     def reduced(self):
-        return self.small / self.counts[None, :, None]
+        return self.small
 
 
 def process_to_image(job: Job, image, model, args, device: str, report: Report, bar) -> str | None:
@@ -376,7 +373,7 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
             with open(tmp, "wb") as f:
                 sink = NpyBandWriter(f, (low.shape[1], *target))
                 upsample_bounded(model.upsampler, model.backbone.normalise(x), low.to(x.dtype), target,
-                                 max_memory=args.max_memory, sink=sink,
+                                 max_memory=args.max_memory, sink=sink, band_dtype=torch.float16,
                                  learned_passes=learned_passes_to_guidance(low.shape[-2:], (H, W)))
             t2 = time.perf_counter()
             report.status(f"{job.image.name}: features {target[0]}×{target[1]} (float16 .npy); backbone "
@@ -392,7 +389,7 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
             label = None if point is None else f"query ({px:g}, {py:g})"
             save_comparison_figure(job.figure, x[0].cpu(), low[0].cpu(), sink.reduced(), point,
                                    title=f"{job.image.name} — {args.model} (features {target[1]}×{target[0]}, "
-                                         f"drawn at 1/{sink.k})", point_label=label)
+                                         f"every {sink.k}th drawn)", point_label=label)
     except (RuntimeError, MemoryError) as err:  # e.g. a budget too small: this image fails, the others go on
         for path in written:
             path.unlink(missing_ok=True)

@@ -109,9 +109,12 @@ def linear_taps(in_len: int, out_len: int, start: int = 0, stop: int | None = No
     return i0, i1, src - i0
 
 
-def resize_crop(x: torch.Tensor, size: Sequence[int], rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
+def resize_crop(x: torch.Tensor, size: Sequence[int], rows: tuple[int, int], cols: tuple[int, int],
+                out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Rows ``rows`` and columns ``cols`` of ``F.interpolate(x, size, mode="bilinear", align_corners=False)``
-    for x: B×C×h×w, computed from the source cells they need only. → B×C×(r1-r0)×(c1-c0), dtype of x."""
+    for x: B×C×h×w, computed from the source cells they need only. → B×C×(r1-r0)×(c1-c0), dtype of x.
+    ``out_dtype`` (whole rows only, e.g. float16): the growth along the rows runs in it (the rows are still
+    interpolated in x's dtype), which saves a conversion of the large result."""
     r0, r1 = linear_taps(x.shape[-2], int(size[0]), *rows)[:2]
     lo, hi = int(r0.min()), int(r1.max()) + 1
     i0, i1, f = linear_taps(x.shape[-2], int(size[0]), *rows)
@@ -119,7 +122,8 @@ def resize_crop(x: torch.Tensor, size: Sequence[int], rows: tuple[int, int], col
     f = f.to(x.dtype)[:, None]
     band = (band[..., i0 - lo, :] * (1 - f)).add_(band[..., i1 - lo, :] * f)   # B×C×rows×w, small
     if cols == (0, int(size[1])):  # whole rows: torch's kernel (same sample positions, scale 1 along the rows)
-        return F.interpolate(band, size=(band.shape[-2], int(size[1])), mode="bilinear", align_corners=False)
+        return F.interpolate(band.to(out_dtype or band.dtype), size=(band.shape[-2], int(size[1])), mode="bilinear",
+                             align_corners=False)
     i0, i1, f = linear_taps(x.shape[-1], int(size[1]), *cols)
     f = f.to(x.dtype)
     return (band[..., i0] * (1 - f)).add_(band[..., i1] * f)
@@ -235,7 +239,7 @@ def learned_passes_to_guidance(grid_hw: Sequence[int], image_hw: Sequence[int]) 
 
 def upsample_bounded(upsampler, image: torch.Tensor, features: torch.Tensor, size: Sequence[int],
                      max_memory: int = DEFAULT_MAX_MEMORY, learned_passes: int | None = None, sink=None,
-                     overlap: int = DEFAULT_OVERLAP):
+                     overlap: int = DEFAULT_OVERLAP, band_dtype: torch.dtype | None = None):
     """Features B×C×h×w → B×C×H×W within about ``max_memory`` bytes: like
     :func:`wrcup.models.bundle.upsample_to_size`, with each pass tiled (:func:`tiled_pass`) when its estimate
     (:func:`pass_bytes`) exceeds the budget left after :data:`RESERVED_BYTES`.
@@ -248,7 +252,8 @@ def upsample_bounded(upsampler, image: torch.Tensor, features: torch.Tensor, siz
             :func:`~wrcup.models.sizing.resize_features`). A callable ``sink(row0, band)`` → the output is never
             held whole: the bilinear growth to H×W is computed band by band of rows (:func:`resize_crop`, exact,
             float32) and each band B×C×rows×W is handed to it; returns None. (When the learned grid already
-            exceeds H×W, the antialiased shrink is computed whole first.)
+            exceeds H×W, the antialiased shrink is computed whole first.) ``band_dtype``: the bands' dtype
+            (default that of the features; float16 halves the time and memory of the growth).
     """
     from .sizing import plan_passes, resize_features
     from .upsampler import WRCUpsampler
@@ -275,6 +280,7 @@ def upsample_bounded(upsampler, image: torch.Tensor, features: torch.Tensor, siz
     rows = max(1, min(size[0], budget // 8 // max(1, 4 * B * C * size[1])))
     for r0 in range(0, size[0], rows):
         r1 = min(size[0], r0 + rows)
-        band = x[..., r0:r1, :] if tuple(x.shape[-2:]) == size else resize_crop(x, size, (r0, r1), (0, size[1]))
-        sink(r0, band)
+        band = (x[..., r0:r1, :] if tuple(x.shape[-2:]) == size
+                else resize_crop(x, size, (r0, r1), (0, size[1]), out_dtype=band_dtype))
+        sink(r0, band.to(band_dtype or band.dtype))
     return None
