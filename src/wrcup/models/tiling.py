@@ -16,8 +16,11 @@ Why seams cannot vanish exactly: the network's convolutions see a neighbourhood 
 bottleneck, strided ones in the image branch), and the WRC operator solves its deconvolution with FFTs on a
 circularly padded grid, so within a tile it is global. A tile's outputs near its border therefore differ from the
 untiled ones; the overlap (in cells of the pass's input grid) lets the ramps give those border outputs little
-weight. :data:`DEFAULT_OVERLAP` was picked from a measurement of cosine against the untiled pass versus overlap
-(reported with the change that added this module).
+weight. :data:`DEFAULT_OVERLAP` was picked from a measurement against the untiled pass (a real photo, 448-pixel
+short side, the second pass from the grid 64×86, tiles of 24 + overlap cells): the mean per-cell cosine is
+0.999 at every overlap from 3 to 19 cells, while the minimum rises from 0.97 to 0.98 and the share of cells
+below 0.99 falls from 0.16 % to 0.06 % at 8 cells and no further beyond. The worst cells are not all on tile
+borders: the operator's FFT over the whole tile moves them too.
 """
 from __future__ import annotations
 
