@@ -43,15 +43,32 @@ def test_upsample_writes_features_and_figures(tmp_path, real_photos, tiny_checkp
 def test_upsample_scale_and_to_image(tmp_path, real_photos, tiny_checkpoint):
     from wrcup.data.images import load_image, resize_short_side
 
+    import numpy as np
+
+    import wrcup
+    from wrcup.models.tiling import learned_passes_to_guidance, upsample_bounded
+
     photo = real_photos[0]
-    fed = resize_short_side(load_image(photo)[None], 100).shape[-2:]       # the image the model is given
+    pixels = load_image(photo)
     for flags, name in ((["--scale", "4"], "x4"), (["--to-image"], "image")):
         assert main(["upsample", str(photo), "--out", str(tmp_path / name), "--model", str(tiny_checkpoint),
-                     "--size", "100", "--no-figure", *flags]) == 0
+                     "--size", "100", *flags]) == 0
     x4 = load_file(str(tmp_path / "x4" / f"{photo.stem}.safetensors"))
     assert x4["features"].shape[1:] == (4 * x4["low_res"].shape[1], 4 * x4["low_res"].shape[2])
-    image = load_file(str(tmp_path / "image" / f"{photo.stem}.safetensors"))
-    assert image["features"].shape[1:] == fed and fed[0] == 100
+    # --to-image: the photo's own size (under the cap), float16 dim×H×W in a .npy, and a picture
+    image = np.load(tmp_path / "image" / f"{photo.stem}.npy")
+    assert image.dtype == np.float16 and image.shape[1:] == tuple(pixels.shape[-2:])
+    assert (tmp_path / "image" / f"{photo.stem}.png").is_file()
+    assert not (tmp_path / "image" / f"{photo.stem}.safetensors").exists()
+    model = wrcup.load(str(tiny_checkpoint))
+    x = model.backbone.prepare(resize_short_side(pixels[None], 100).clamp(0, 1))
+    with torch.inference_mode():
+        low = model.backbone(x)
+        expected = upsample_bounded(model.upsampler, model.backbone.normalise(x), low, tuple(pixels.shape[-2:]),
+                                    learned_passes=learned_passes_to_guidance(low.shape[-2:], x.shape[-2:]))[0]
+    torch.testing.assert_close(torch.from_numpy(image).float(), expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
+    assert main(["upsample", str(photo), "--out", str(tmp_path / "m"), "--model", str(tiny_checkpoint),
+                 "--max-memory", "lots"]) == 2
     for flags in (["--scale", "3"], ["--scale", "4", "--to-image"]):
         with pytest.raises(SystemExit) as exc:
             main(["upsample", str(photo), "--out", str(tmp_path), *flags])

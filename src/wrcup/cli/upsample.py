@@ -16,6 +16,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+# --to-image: the long side of the features written (a 4000×3000 photo → 2048×1536; 384 float16 channels = 2.4 GB).
+MAX_IMAGE_SIDE = 2048
+# --to-image: the long side of the reduced copy of the features drawn in the picture.
+FIGURE_SIDE = 512
+
 LAYOUT = ("Output names mirror the images' folders relative to their common parent folder: a/00000.jpg and "
           "b/00000.jpg give OUT/a/00000.safetensors and OUT/b/00000.safetensors; the images of one folder go "
           "straight into OUT. Two images of one folder with the same name stem (x.jpg, x.png) keep their suffix "
@@ -61,7 +66,15 @@ def add_parser(sub) -> None:
                       help="output grid = SCALE × the backbone grid (2: one pass of the upsampler; 4 and 8 repeat "
                            "it) (default: %(default)s)")
     size.add_argument("--to-image", action="store_true",
-                      help="features at the resolution of the image fed to the model (shorter side --size)")
+                      help="features at the photo's own resolution, the long side capped at "
+                           f"{MAX_IMAGE_SIDE} (aspect kept), written as OUT/<name>.npy instead of .safetensors: "
+                           "float16, shape dim×H×W, produced band by band and never held whole in memory. The "
+                           "upsampler's passes stop at the grid that reaches a quarter of the image fed to the "
+                           "backbone (the resolution of its image guidance); the rest is bilinear. The backbone "
+                           "features are not in this file")
+    p.add_argument("--max-memory", default="4G",
+                   help="working-memory budget, e.g. 4G or 512M: upsampler passes over it run on overlapping "
+                        "tiles (default: %(default)s)")
     existing = p.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     existing.add_argument("--skip-existing", action="store_true",
@@ -182,7 +195,7 @@ def resolve_inputs(items: list[str], report: Report, out: Path | None = None) ->
 
 
 def plan_outputs(images: list[Path], out: Path, figure: bool, overwrite: bool, report: Report,
-                 skip_existing: bool = False) -> tuple[list[Job], int]:
+                 skip_existing: bool = False, features_suffix: str = ".safetensors") -> tuple[list[Job], int]:
     """One job per image, named by the scheme in :data:`LAYOUT`, and the number of images left out as done
     (``skip_existing`` and all their outputs exist). Images whose outputs exist (without ``overwrite``) or whose
     name is still taken are reported and left out."""
@@ -196,7 +209,7 @@ def plan_outputs(images: list[Path], out: Path, figure: bool, overwrite: bool, r
     jobs, taken = [], {}
     for image, folder, p in zip(images, folders, absolute):
         name = p.stem if stems[(folder, p.stem.casefold())] == 1 else p.name
-        job = Job(image, out / folder / f"{name}.safetensors", out / folder / f"{name}.png" if figure else None)
+        job = Job(image, out / folder / f"{name}{features_suffix}", out / folder / f"{name}.png" if figure else None)
         key = str(job.features).casefold()
         if key in taken:
             report.fail(image, f"its output {job.features} would also be that of {taken[key]}")
@@ -242,15 +255,17 @@ def process(job: Job, model, args, device: str, report: Report, bar) -> str | No
         image = load_image(job.image)
     except ImageReadError as err:
         return str(err)
+    if args.to_image:
+        return process_to_image(job, image, model, args, device, report, bar)
     H0, W0 = image.shape[-2:]
     resized = resize_short_side(image[None], args.size).clamp(0, 1).to(device)
     x = model.backbone.prepare(resized)
-    size = dict(output_size=tuple(resized.shape[-2:])) if args.to_image else dict(scale=args.scale)
+    size = dict(scale=args.scale)
     H, W = x.shape[-2:]
     bar.set_postfix_str(f"{job.image.name} {W0}×{H0} → {W}×{H}", refresh=True)
     try:
         with torch.inference_mode():
-            high, low = model(x, return_low_res=True, **size)
+            high, low = model(x, return_low_res=True, **size, max_memory=args.max_memory)
     except RuntimeError as err:  # e.g. out of memory on a huge image: this image fails, the others go on
         if os.environ.get("WRCUP_DEBUG"):
             raise
@@ -285,6 +300,113 @@ def process(job: Job, model, args, device: str, report: Report, bar) -> str | No
     return None
 
 
+def image_output_size(image_hw, cap: int = MAX_IMAGE_SIDE) -> tuple[int, int]:
+    """--to-image: the photo's (H, W), scaled down (aspect kept, rounded) so that the long side is at most ``cap``."""
+    H, W = int(image_hw[0]), int(image_hw[1])
+    if max(H, W) <= cap:
+        return H, W
+    f = cap / max(H, W)
+    return max(1, round(H * f)), max(1, round(W * f))
+
+
+class NpyBandWriter:
+    """A float16 .npy file of shape C×H×W written band of rows by band (plain file writes, no memory map, so the
+    process never holds the array or its pages), plus a reduced float32 copy for the picture: every k-th row and
+    column, k = ⌈max(H, W) / FIGURE_SIDE⌉."""
+
+    def __init__(self, f, shape: tuple[int, int, int]):
+        import numpy as np
+        import torch
+
+        C, H, W = shape
+        self.f, self.shape = f, shape
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f2", "fortran_order": False, "shape": shape})
+        self.offset = f.tell()
+        f.truncate(self.offset + C * H * W * 2)
+        self.k = -(-max(H, W) // FIGURE_SIDE)
+        self.small = torch.zeros(C, -(-H // self.k), -(-W // self.k))
+
+    def __call__(self, r0: int, band) -> None:
+        """band: 1×C×rows×W float tensor for rows r0 … r0+rows."""
+        import time
+
+        import torch
+
+        self.first = getattr(self, "first", None) or time.perf_counter()
+
+        C, H, W = self.shape
+        band = band[0]
+        rows = band.shape[1]
+        half = band.to(dtype=torch.float16).cpu().numpy()
+        for c in range(C):
+            self.f.seek(self.offset + (c * H + r0) * W * 2)
+            self.f.write(half[c].tobytes())
+        # every k-th row and column (the features are smooth at that scale; a mean cost 30 % of the run)
+        keep = torch.arange(-r0 % self.k, rows, self.k)
+        self.small[:, (r0 + keep) // self.k] = band[:, keep, ::self.k].float().cpu()
+
+    def reduced(self):
+        return self.small
+
+
+def process_to_image(job: Job, image, model, args, device: str, report: Report, bar) -> str | None:
+    """--to-image: features at the photo's own resolution (capped), streamed into OUT/<name>.npy; see the flag's help."""
+    import time
+
+    import torch
+
+    from .._io import atomic_path
+    from ..data.images import resize_short_side
+    from ..models.tiling import learned_passes_to_guidance, upsample_bounded
+    from ..viz import save_comparison_figure
+
+    H0, W0 = image.shape[-2:]
+    target = image_output_size((H0, W0))
+    x = model.backbone.prepare(resize_short_side(image[None], args.size).clamp(0, 1).to(device))
+    del image
+    H, W = x.shape[-2:]
+    bar.set_postfix_str(f"{job.image.name} {W0}×{H0} → {W}×{H} → features {target[1]}×{target[0]}", refresh=True)
+    written = []
+    try:
+        with torch.inference_mode(), atomic_path(job.features) as tmp:
+            t0 = time.perf_counter()
+            low = model.backbone(x)
+            t1 = time.perf_counter()
+            with open(tmp, "wb") as f:
+                sink = NpyBandWriter(f, (low.shape[1], *target))
+                upsample_bounded(model.upsampler, model.backbone.normalise(x), low.to(x.dtype), target,
+                                 max_memory=args.max_memory, sink=sink, band_dtype=torch.float16,
+                                 learned_passes=learned_passes_to_guidance(low.shape[-2:], (H, W)))
+            t2 = time.perf_counter()
+            report.status(f"{job.image.name}: features {target[0]}×{target[1]} (float16 .npy); backbone "
+                          f"{t1 - t0:.1f} s, upsampling {t2 - t1:.1f} s (learned passes {sink.first - t1:.1f} s, "
+                          f"bilinear growth and writing {t2 - sink.first:.1f} s)")
+        written.append(job.features)
+        if job.figure is not None:
+            px, py = args.point if args.point is not None else (W0 / 2, H0 / 2)
+            point = (px * W / W0, py * H / H0) if 0 <= px < W0 and 0 <= py < H0 else None
+            if point is None:
+                report.warn(f"{job.image}: --point {px:g},{py:g} is outside the image ({W0}×{H0}); "
+                            "its picture has no similarity maps")
+            label = None if point is None else f"query ({px:g}, {py:g})"
+            save_comparison_figure(job.figure, x[0].cpu(), low[0].cpu(), sink.reduced(), point,
+                                   title=f"{job.image.name} — {args.model} (features {target[1]}×{target[0]}, "
+                                         f"every {sink.k}th drawn)", point_label=label)
+    except (RuntimeError, MemoryError) as err:  # e.g. a budget too small: this image fails, the others go on
+        for path in written:
+            path.unlink(missing_ok=True)
+        if os.environ.get("WRCUP_DEBUG"):
+            raise
+        return f"the model failed on it: {_reason(err)}"
+    except BaseException as err:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            return f"cannot write {job.features if not written else job.figure}: {_reason(err)}"
+        raise
+    return None
+
+
 def run(args) -> int:
     from tqdm.auto import tqdm
 
@@ -292,8 +414,11 @@ def run(args) -> int:
 
     from .._checks import resolve_device
 
+    from ..models.tiling import parse_memory
+
     report = Report(args.quiet)
     device = resolve_device(args.device, "--device")
+    args.max_memory = parse_memory(args.max_memory, "--max-memory")
     _, meta = check_model(args.model)
     check_size(args.size, meta)
     out = Path(args.out)
@@ -301,7 +426,8 @@ def run(args) -> int:
     images = resolve_inputs(args.images, report, out)
     total = len(images) + len(report.failed)
     jobs, done_before = plan_outputs(images, out, figure=not args.no_figure, overwrite=args.overwrite,
-                                     report=report, skip_existing=args.skip_existing)
+                                     report=report, skip_existing=args.skip_existing,
+                                     features_suffix=".npy" if args.to_image else ".safetensors")
     if done_before:
         report.status(f"{done_before} image(s) already have all their outputs in {out} (--skip-existing)")
     written = done_before

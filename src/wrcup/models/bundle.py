@@ -9,7 +9,8 @@ from torch import nn
 
 from .._checks import check_image_values, check_tensor
 from .sizing import plan_passes, resize_features, resolve_output_size
-from .upsampler import BilinearUpsampler, WRCUpsampler, build_upsampler, parameter_dtype, upsample
+from .tiling import DEFAULT_MAX_MEMORY, RESERVED_BYTES, parse_memory, pass_bytes, upsample_bounded
+from .upsampler import BilinearUpsampler, WRCUpsampler, _check_inputs, build_upsampler, parameter_dtype, upsample
 
 # Checkpoints shipped inside the package: name → file in wrcup/checkpoints/.
 SHIPPED_CHECKPOINTS = {
@@ -39,7 +40,8 @@ class UpsampledBackbone(nn.Module):
         self.upsampler = upsampler
         self.metadata = dict(metadata or {})
 
-    def forward(self, images: torch.Tensor, return_low_res: bool = False, *, output_size=None, scale=None):
+    def forward(self, images: torch.Tensor, return_low_res: bool = False, *, output_size=None, scale=None,
+                max_memory: int | str = DEFAULT_MAX_MEMORY):
         """images: B×3×H×W float in [0, 1] → B×dim×H'×W' (and the backbone's B×dim×h×w if ``return_low_res``), in
         the dtype of ``images``.
 
@@ -50,6 +52,13 @@ class UpsampledBackbone(nn.Module):
             output_size: (H', W'), any positive ints, any aspect ratio.
             scale: 2, 4 or 8 (H' = scale·h, W' = scale·w) or "image" (H' × W' = H × W, the images as given).
             Neither: H' × W' = 2h × 2w, one pass of the trained upsampler (the default).
+            max_memory: working-memory budget of the upsampling, bytes or a string such as "4G" (default 4 GiB).
+                A pass whose estimate exceeds it runs on overlapping tiles blended with linear ramps
+                (:mod:`wrcup.models.tiling`; agrees with the untiled pass to a mean cosine ≥ 0.995); passes that
+                fit run as before. The output itself (B×dim×H'×W', float32) is not counted: for outputs too large
+                to hold, see :func:`wrcup.models.tiling.upsample_bounded` with a ``sink``. The backbone is never
+                tiled (a ViT's features depend on global context); its attention is
+                ``F.scaled_dot_product_attention``, which does not hold the token×token matrix.
 
         Any size is reached by repeating the trained 2× upsampler until the grid reaches or exceeds H'×W' (pass i
         guided by the same image at the effective patch size p/2^i, see :func:`wrcup.models.upsample`), then
@@ -68,9 +77,10 @@ class UpsampledBackbone(nn.Module):
         out_dtype = images.dtype
         image_hw = tuple(images.shape[-2:])
         x = backbone._prepare(images.to(backbone.dtype))
+        p = backbone.patch_size
+        budget = parse_memory(max_memory, "max_memory")
         target = None
         if output_size is not None or scale is not None:  # the default path stays free of size arithmetic (export)
-            p = backbone.patch_size
             target = resolve_output_size((x.shape[-2] // p, x.shape[-1] // p), image_hw,
                                          output_size=output_size, scale=scale)
         if torch.compiler.is_compiling():
@@ -81,7 +91,21 @@ class UpsampledBackbone(nn.Module):
             low = low.clone()  # an ordinary tensor, not an inference-mode one
         dtype = parameter_dtype(self.upsampler, low.dtype)
         guide, feats = backbone._standardise(x.to(dtype)), low.to(dtype)
-        high = self.upsampler(guide, feats) if target is None else upsample_to_size(self.upsampler, guide, feats, target)
+        if torch.compiler.is_compiling():  # traced graphs: one untiled path
+            high = self.upsampler(guide, feats) if target is None else upsample_to_size(self.upsampler, guide, feats, target)
+        else:
+            grid = (x.shape[-2] // p, x.shape[-1] // p)
+            size = target or (2 * grid[0], 2 * grid[1])
+            passes = plan_passes(grid, size)
+            last_grid = (grid[0] << max(passes - 1, 0), grid[1] << max(passes - 1, 0))
+            if (passes and isinstance(self.upsampler, (WRCUpsampler, BilinearUpsampler))
+                    and pass_bytes(last_grid, feats.shape[1], feats.shape[0]) > budget - RESERVED_BYTES):
+                _check_inputs(guide, feats, self.upsampler.dim, self.upsampler.patch_size)
+                high = upsample_bounded(self.upsampler, guide, feats, size, max_memory=budget)
+            elif target is None:
+                high = self.upsampler(guide, feats)
+            else:
+                high = upsample_to_size(self.upsampler, guide, feats, target)
         high = high.to(out_dtype)
         return (high, low.to(out_dtype)) if return_low_res else high
 

@@ -238,6 +238,10 @@ class WRCUpsampler(nn.Module):
     def upsample_features(self, features: torch.Tensor, quarter: torch.Tensor, patch_size: float) -> torch.Tensor:
         """The feature path given the image branch's quarter map (unchecked; see :meth:`forward`)."""
         g1, g2 = self.image_branch.guidance(quarter, tuple(features.shape[-2:]), patch_size)
+        return self.guided(features, g1, g2)
+
+    def guided(self, features: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+        """The feature path given its guidance: features B×dim×h×w, g1 B×G×2h×2w, g2 B×G×h×w → B×dim×2h×2w."""
         x = self.feature_path(torch.cat([features, g2.to(features.dtype)], dim=1))
         x = self.operator(x)
         x = self.head(self.fuse(torch.cat([x, g1.to(x.dtype)], dim=1)))
