@@ -23,6 +23,7 @@ Routes:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -104,6 +105,8 @@ def main(argv=None) -> int:
         feats = extractor.low_res(images, [key]).float()
         return feats, (None if hit else time.perf_counter() - t0)
 
+    # images are recorded relative to their common folder: results name no path of this machine
+    common = os.path.commonpath([str(Path(q).parent) for q in paths]) if paths else ""
     per_image, backbone_seconds, route_seconds = [], {}, {}
     t_start = time.perf_counter()
     with torch.inference_mode():
@@ -114,7 +117,7 @@ def main(argv=None) -> int:
             key = file_key(path)
             low, _ = cached_features(low_in, key)
             norm = backbone.normalise(low_in)
-            record = {"image": str(path), "input": [H, W], "grid": list(low.shape[-2:])}
+            record = {"image": os.path.relpath(path, common), "input": [H, W], "grid": list(low.shape[-2:])}
             for s in args.scales:
                 high_in = F.interpolate(image[None], size=(s * H, s * W), mode="bilinear", antialias=True,
                                         align_corners=False).clamp(0, 1)
