@@ -83,7 +83,8 @@ class UpsampledBackbone(nn.Module):
         if output_size is not None or scale is not None:  # the default path stays free of size arithmetic (export)
             target = resolve_output_size((x.shape[-2] // p, x.shape[-1] // p), image_hw,
                                          output_size=output_size, scale=scale)
-        if torch.compiler.is_compiling():
+        tracing = torch.compiler.is_compiling()  # traced graphs take one untiled path, with no size checks
+        if tracing:
             low = backbone._features(backbone._standardise(x))
         else:
             with torch.inference_mode():
@@ -91,23 +92,26 @@ class UpsampledBackbone(nn.Module):
             low = low.clone()  # an ordinary tensor, not an inference-mode one
         dtype = parameter_dtype(self.upsampler, low.dtype)
         guide, feats = backbone._standardise(x.to(dtype)), low.to(dtype)
-        if torch.compiler.is_compiling():  # traced graphs: one untiled path
-            high = self.upsampler(guide, feats) if target is None else upsample_to_size(self.upsampler, guide, feats, target)
+        size = None if tracing else target or (2 * low.shape[-2], 2 * low.shape[-1])
+        if size is not None and self._exceeds_budget(tuple(low.shape[-2:]), size, feats, budget):
+            _check_inputs(guide, feats, self.upsampler.dim, self.upsampler.patch_size)
+            high = upsample_bounded(self.upsampler, guide, feats, size, max_memory=budget)
+        elif target is None:
+            high = self.upsampler(guide, feats)
         else:
-            grid = (x.shape[-2] // p, x.shape[-1] // p)
-            size = target or (2 * grid[0], 2 * grid[1])
-            passes = plan_passes(grid, size)
-            last_grid = (grid[0] << max(passes - 1, 0), grid[1] << max(passes - 1, 0))
-            if (passes and isinstance(self.upsampler, (WRCUpsampler, BilinearUpsampler))
-                    and pass_bytes(last_grid, feats.shape[1], feats.shape[0]) > budget - RESERVED_BYTES):
-                _check_inputs(guide, feats, self.upsampler.dim, self.upsampler.patch_size)
-                high = upsample_bounded(self.upsampler, guide, feats, size, max_memory=budget)
-            elif target is None:
-                high = self.upsampler(guide, feats)
-            else:
-                high = upsample_to_size(self.upsampler, guide, feats, target)
+            high = upsample_to_size(self.upsampler, guide, feats, target)
         high = high.to(out_dtype)
         return (high, low.to(out_dtype)) if return_low_res else high
+
+    def _exceeds_budget(self, grid: tuple[int, int], size: tuple[int, int], features: torch.Tensor,
+                        budget: int) -> bool:
+        """Whether the largest upsampler pass from ``grid`` towards ``size`` needs more than ``budget`` bytes (then
+        the passes run on tiles); only the repeatable upsamplers can be tiled."""
+        passes = plan_passes(grid, size)
+        if not passes or not isinstance(self.upsampler, (WRCUpsampler, BilinearUpsampler)):
+            return False
+        last_grid = (grid[0] << (passes - 1), grid[1] << (passes - 1))
+        return pass_bytes(last_grid, features.shape[1], features.shape[0]) > budget - RESERVED_BYTES
 
 
 def upsample_to_size(upsampler: nn.Module, image: torch.Tensor, features: torch.Tensor,
