@@ -6,7 +6,7 @@ the high-water mark of the whole command: Python, torch, the model, the photo an
 
 The test photo is made by upscaling a real photo (Lanczos) to ``--width``×``--height``:
 
-    python benchmarks/large_image.py ../shared/data/imagenet-sample/n01440764_tench.JPEG --out /tmp/large
+    python benchmarks/large_image.py $DATA/imagenet-sample/n01440764_tench.JPEG --out /tmp/large
     python benchmarks/large_image.py PHOTO --out /tmp/large --seams    # also the seam figure at 448 (≈1 min)
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Upsampler network forward time at 224 and 448 input for every operator, beside the backbone's time.
 
 Also times the same network with its WRC layer replaced by a straightforward full-complex-FFT transcription
-of the spec's formula (tests/ops/oracles.py) — what the authors' pure-PyTorch network computes — so the cost
+of the authors' formula (tests/ops/oracles.py) — what the authors' pure-PyTorch network computes — so the cost
 of reference compatibility can be read off one run.
 
     python benchmarks/models.py [--threads 2] [--repeats 7] [--quick]
@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "tests" / "ops"))
 
 
 class TranscribedWRC(nn.Module):
-    """The spec's WRC layer, transcribed with full complex FFTs (the authors' algebra, their cost profile)."""
+    """The authors' WRC layer, transcribed with full complex FFTs (the authors' algebra, their cost profile)."""
 
     def __init__(self, wrc):
         super().__init__()

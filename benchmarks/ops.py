@@ -8,7 +8,7 @@ Measures, per feature size B×C×h×w (scale 2, the WRC layer's padding 2):
   operator (wrc-reference, wrc-aligned, wrc-exact, converse2d, transposed, bilinear);
 - beside them: one rfft2/irfft2 round trip of the padded high-res map, the layer's two 3×3 weight convolutions,
   and their sum (the "floor" of the WRC layer);
-- the baseline: the spec's formula transcribed with full complex FFTs (tests/ops/oracles.py, float32), as a
+- the baseline: the authors' formula transcribed with full complex FFTs (tests/ops/oracles.py, float32), as a
   whole layer and as the solve alone (given weights), next to the reference closed form alone;
 - peak memory (resident-set high-water mark over a fresh subprocess's baseline) at a larger size;
 - exact mode's PCG iterations and time at tol 1e-4 (float32) and 1e-8 (float64).
@@ -69,7 +69,7 @@ def operator_fns(name: str, size, seed: int = 0):
 
 
 def transcription_fns(size, seed: int = 0):
-    """The spec's layer with the full-complex-FFT transcription, on the parameters of a WRC module."""
+    """The authors' layer with the full-complex-FFT transcription, on the parameters of a WRC module."""
     _, _, op = operator_fns("wrc-reference", size, seed)
     B, C, h, w = size
     x = torch.randn(B, C, h, w)
@@ -310,8 +310,8 @@ def markdown(result: dict) -> str:
         for name, row in entry["operators"].items():
             lines.append(f"| {name} | {row['forward_ms']:.1f} | {row['forward_backward_ms']:.1f} | {row['forward_ms'] / floor:.2f} |")
         t = entry["transcription_layer"]
-        lines.append(f"| spec transcription (layer) | {t['forward_ms']:.1f} | {t['forward_backward_ms']:.1f} | {t['forward_ms'] / floor:.2f} |")
-        for label, key in (("reference closed form alone", "solve_reference"), ("spec transcription alone", "solve_transcription")):
+        lines.append(f"| plain transcription (layer) | {t['forward_ms']:.1f} | {t['forward_backward_ms']:.1f} | {t['forward_ms'] / floor:.2f} |")
+        for label, key in (("reference closed form alone", "solve_reference"), ("plain transcription alone", "solve_transcription")):
             r = entry[key]
             lines.append(f"| {label} (weights given) | {r['forward_ms']:.1f} | {r['forward_backward_ms']:.1f} | |")
         lines.append(f"| rfft2/irfft2 round trip | {entry['fft_round_trip_ms']:.1f} | | |")

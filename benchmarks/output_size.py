@@ -17,7 +17,7 @@ Routes:
     learned-no-antialias    (s not a power of 2) like ``learned`` but the final shrink without antialiasing;
     learned-patch-p-guide   (--variants, s > 2) pass i guided by the input image resized ×2^i at the trained patch p.
 
-    python benchmarks/output_size.py ../shared/data/davis2016-dev/JPEGImages/480p --every 20 --scales 2,4
+    python benchmarks/output_size.py $DATA/davis2016-dev/JPEGImages/480p --every 20 --scales 2,4
     python benchmarks/output_size.py … --scales 8 --limit 4 --variants --out benchmarks/results/output_size_8x.json
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ def load_photos(height: int, width: int, count: int = len(PHOTOS)) -> torch.Tens
     from PIL import Image
 
     if not DATA.is_dir():
-        pytest.skip(f"real photos not available: {DATA} is missing (see /work/shared/data/README.md)")
+        pytest.skip(f"real photos not available: {DATA} is missing")
     images = []
     for name in PHOTOS[:count]:
         with Image.open(DATA / name) as image:

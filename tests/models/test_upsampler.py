@@ -20,7 +20,7 @@ def inputs(p, h=2, w=3, dim=16, batch=2, seed=0):
 
 # ----------------------------------------------------------------------------------------- reference size
 def expected_parameter_count(C: int, G: int = 32) -> int:
-    """Hand transcription of spec §3 with bottleneck mid width = input width (no code shared with the module)."""
+    """Hand transcription of the authors' layout (wrcup.models.upsampler docstring) with bottleneck mid width = input width (no code shared with the module)."""
     def bottleneck(i, o, stride):
         mid = i
         n = i * mid + 9 * mid * mid + mid * o + 2 * (mid + mid + o)  # three convs + three BN affine pairs

@@ -1,11 +1,11 @@
 """Independent float64 oracles for the reverse-convolution operators (test-only code).
 
-Written plainly from docs/wrc-spec.md section 2, without sharing code with ``wrcup.ops``:
+Written plainly from the problem and the authors' formula (docs/ALGORITHM.md), without sharing code with ``wrcup.ops``:
 
 * dense matrices (``kernel_matrix``, ``decimation_matrix``) and a dense solve of the weighted normal equations
   (``dense_weighted_solve``): the exact minimiser of
   ||ω_L^{1/2} ⊙ (y − S K x)||² + ||(ω_H + λ)^{1/2} ⊙ (x − x̄)||²  for one channel;
-* ``spec_transcription``: the spec's closed-form formula with full complex FFTs, line by line (batched torch).
+* ``spec_transcription``: the authors' closed-form formula with full complex FFTs, line by line (batched torch).
 
 Conventions: low-res grid h×w, high-res grid H×W = (s·h)×(s·w), all maps periodic. The kernel k (κ×κ) is placed at
 the top-left of an H×W zero map and rolled by ``-shift`` before the FFT; K is circular convolution with that map.
@@ -136,7 +136,7 @@ def bilinear_prior(y: torch.Tensor, s: int) -> torch.Tensor:
 def spec_transcription(
     y, kernel, lam, w_low, w_high, s: int, prior=None, shift="reference", min_denominator=None
 ) -> torch.Tensor:
-    """The spec's WRC closed form, transcribed with full complex FFTs (batched, no cleverness).
+    """The authors' WRC closed form, transcribed with full complex FFTs (batched, no cleverness).
 
         R  = conj(F_k)·FFT(Sᵀ(ω_L ⊙ y)) + FFT(Λ ⊙ x̄),   Λ = ω_H + λ
         D  = ω_L ⊙ ↓avg(|F_k|²) + ↓avg(ω_H) + λ
@@ -215,7 +215,7 @@ def spec_layer(
     x, kernel, bias, conv_low, conv_high, s: int = 2, p: int = 2, padding_mode="circular", eps=1e-5,
     shift="reference", min_denominator=None, conv_clamp=None,
 ) -> torch.Tensor:
-    """The spec's whole WRC layer around :func:`spec_transcription`: pad → weights → closed form → crop.
+    """The authors' whole WRC layer around :func:`spec_transcription`: pad → weights → closed form → crop.
 
     x: B×C×h×w; kernel: 1×C×κ×κ or C×κ×κ; bias: C values; conv_low/conv_high: C×C×3×3 (zero padding 1, no bias).
     Returns B×C×(s·h)×(s·w).

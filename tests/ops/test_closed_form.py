@@ -87,7 +87,7 @@ def test_reverse_conv_scalar_lam_and_is_wrc_special_case():
     assert torch.allclose(out, as_wrc, rtol=0, atol=1e-12)
 
 
-# ------------------------------------------------------------------ varying weights: the spec's formula
+# ------------------------------------------------------------------ varying weights: the authors' formula
 @pytest.mark.parametrize("mode", ["reference", "aligned"])
 @pytest.mark.parametrize(
     "s,k,h,w", [(2, 2, 3, 4), (2, 2, 4, 4), (3, 2, 3, 2), (3, 4, 2, 3), (1, 1, 3, 4), (1, 3, 5, 3), (2, 3, 5, 3), (2, 1, 2, 5)]
@@ -104,7 +104,7 @@ def test_varying_weights_equal_spec_transcription(mode, s, k, h, w):
 
 
 def test_varying_weights_are_not_the_exact_minimiser():
-    """The spec's measurement: the closed form is far (tens of %) from the minimiser once weights vary."""
+    """The closed form is far (tens of %) from the minimiser once weights vary (docs/ALGORITHM.md#the-authors-closed-form-wrc-reference)."""
     y, kernel, lam, w_low, w_high, prior = _problem(1, 1, 3, 3, 2, 2, seed=5)
     out = wrc_closed_form(y, kernel, lam, w_low, w_high, 2, prior, mode="aligned")
     ref = dense_weighted_solve(y[0, 0], kernel[0], float(lam), w_low[0, 0], w_high[0, 0], 2, prior[0, 0], "aligned")

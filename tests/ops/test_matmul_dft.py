@@ -46,7 +46,7 @@ def test_wrc_layer_matches_fft_path(mode, s, k, h, w, p, safeguards):
     assert not use_matmul_dft()
     assert mm.dtype == f64 and mm.shape == fft.shape
     assert _rel(mm, fft) < 1e-12
-    # and the independent full-complex-FFT transcription of the spec
+    # and the independent full-complex-FFT transcription of the authors' formula
     oracle = spec_layer(x, params[0], params[1].flatten(), params[2], params[3], s=s, p=p,
                         shift="reference" if mode == "reference" else "aligned",
                         min_denominator=1e-3 if safeguards else None, conv_clamp=1e4 if safeguards else None)

@@ -17,7 +17,7 @@ its feature affinities to a queue of context frames: the first frame (ground tru
 5. the soft labels are upsampled bilinearly to frame size, each channel is min-max normalised (DINO's
    ``norm_mask``; ``normalize_channels=False`` skips it) and the argmax gives the prediction.
 
-Temperature: DINO's script hard-codes ``0.1`` (it is not a command-line option there) and the WRC spec states
+Temperature: DINO's script hard-codes ``0.1`` (it is not a command-line option there) and the WRC paper states
 ``exp(cosine / 0.1)``; both agree, so the default is ``0.1``.
 
 Memory: affinities are formed in tiles of target cells against only the context cells that the window can

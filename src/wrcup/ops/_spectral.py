@@ -42,7 +42,7 @@ def kernel_spectrum(kernel: torch.Tensor, size: tuple[int, int], shift: tuple[in
 
 
 def alias_mean_real(z: torch.Tensor, scale: int) -> torch.Tensor:
-    """Mean of the s×s contiguous (H/s)×(W/s) blocks of a real H×W map (the spec's ↓avg of a spatial map)."""
+    """Mean of the s×s contiguous (H/s)×(W/s) blocks of a real H×W map (⇓ of a spatial map, docs/ALGORITHM.md#the-authors-closed-form-wrc-reference)."""
     *lead, H, W = z.shape
     return z.reshape(*lead, scale, H // scale, scale, W // scale).mean(dim=(-4, -2))
 

@@ -1,4 +1,4 @@
-"""Closed-form reverse convolutions (Li et al. 2026; overview: docs/DESIGN.md), evaluated with real FFTs.
+"""Closed-form reverse convolutions (Li et al. 2026; the mathematics: docs/ALGORITHM.md), evaluated with real FFTs.
 
 Per channel: y is an h×w low-res map (already padded, treated as periodic), s the integer scale, H×W = (s·h)×(s·w)
 the high-res grid, k a κ×κ kernel, F its spectrum after a circular roll (see ``mode``), x̄ the prior, λ > 0.
@@ -10,7 +10,7 @@ the high-res grid, k a κ×κ kernel, F its spectrum after a circular roll (see 
       out = real(IFFT( (R − conj(F)·↑rep[ω_L ⊙ ↓avg(F·R) / D]) / Λ ))
 
   The spatial maps ω_L, D and Λ multiply spectra index-wise, so the final spectrum is not Hermitian; the formula
-  is exact for constant weights only (the spec measures 18–71 % from the exact minimiser otherwise). It is
+  is exact for constant weights only (docs/ALGORITHM.md#the-authors-closed-form-wrc-reference says how far it is). It is
   reproduced as is, but evaluated on rfft2 half-planes. Write R = R_Λ + conj(F)·↑rep(Y) with R_Λ = FFT(Λ⊙x̄) and
   Y = FFT_lo(ω_L⊙y), A = ↓avg(F·R) = ↓avg(F·R_Λ) + ↓avg|F|²·Y, r = ω_L/D and G = 1/Λ. Then
   X̂ = G·(R_Λ − conj(F)·↑rep(u)) with u = A·r − Y, and since real(IFFT(X̂)) is the inverse FFT of the Hermitian
@@ -293,7 +293,7 @@ class _WRCSolve(torch.autograd.Function):
     """Batched WRC closed form on rfft2 half-planes, with a hand-written vector-Jacobian product.
 
     With R = R_Λ + conj(F)·↑rep(Y) (R_Λ = FFT(Λ⊙x̄), Y = FFT_lo(ω_L⊙y)), A = ↓avg(F·R), r = ω_L/D and G = 1/Λ,
-    the spec's spectrum is X̂ = G·(R_Λ − conj(F)·↑rep(u)) with u = A·r − Y. Its Hermitian part, whose inverse
+    the authors' spectrum is X̂ = G·(R_Λ − conj(F)·↑rep(u)) with u = A·r − Y. Its Hermitian part, whose inverse
     FFT is real(IFFT(X̂)), is
 
         ½ [ G(k)·(R_Λ − conj(F)·↑rep(u)) + G(−k)·(R_Λ − conj(F)·↑rep(v)) ],   v = A·r(−j) − Y,

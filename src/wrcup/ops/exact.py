@@ -1,5 +1,5 @@
 """Exact solution of the weighted reverse-convolution problem: the true minimiser that the
-closed forms approximate (overview: docs/DESIGN.md).
+closed forms approximate (the mathematics: docs/ALGORITHM.md#the-exact-solver-wrc-exact).
 
 Per batch element b and channel c, on the periodic high-res grid H×W = (s·h)×(s·w)::
 
@@ -299,7 +299,7 @@ def wrc_exact_solve(
     return_info: bool = False,
     check_values: bool = True,
 ):
-    """Exact minimiser of the weighted reverse-convolution objective (*) of the spec, per batch element and channel.
+    """Exact minimiser of the weighted reverse-convolution objective E (docs/ALGORITHM.md#the-problem), per batch element and channel.
 
     Solves ``(Kᵀ Sᵀ diag(ω_L) S K + diag(Λ)) x = Kᵀ Sᵀ (ω_L ⊙ y) + Λ ⊙ x̄`` with ``Λ = ω_H + λ`` on the periodic
     high-res grid by batched PCG (preconditioner: the constant-weight closed form at the per-(b, c) means of ω_L
