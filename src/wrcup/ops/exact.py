@@ -317,7 +317,7 @@ def wrc_exact_solve(
         tol: relative-residual tolerance ||rhs − M x|| / ||rhs|| per system; default 1e-5 when computing in float32,
             1e-10 in float64. The adjoint solve of the backward pass uses the same tolerance.
         max_iter: PCG iteration cap (default 100); if some system is not converged by then a RuntimeWarning names
-            the achieved residual and the best iterate is returned.
+            the achieved residual and the last iterate is returned.
         return_info: also return an :class:`ExactSolveInfo`.
         check_values: reject NaN/Inf inputs, negative weights and λ ≤ 0 (reads values on the host; the WRC layer
             passes False since its weights and λ are non-negative by construction).
