@@ -38,6 +38,7 @@ def _point(text: str) -> tuple[float, float]:
 
 def add_parser(sub) -> None:
     from ..data.images import IMAGE_EXTENSIONS
+    from ..models.names import DEFAULT_CHECKPOINT
 
     p = sub.add_parser(
         "upsample", help="upsample the backbone features of images; write features and pictures",
@@ -48,7 +49,7 @@ def add_parser(sub) -> None:
                    help="image files (any format Pillow reads) or folders (searched recursively for "
                         f"{', '.join(IMAGE_EXTENSIONS)}, any case)")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--model", default="wrc-dinov2-s14-imgfocus",
+    p.add_argument("--model", default=DEFAULT_CHECKPOINT,
                    help="shipped checkpoint name or .safetensors path (default: %(default)s)")
     p.add_argument("--backbone-weights", default=None, help="local backbone weights (offline, non-embedded backbones)")
     p.add_argument("--size", type=int, default=448,

@@ -10,13 +10,8 @@ from torch import nn
 from .._checks import check_image_values, check_tensor
 from .sizing import plan_passes, resize_features, resolve_output_size
 from .tiling import DEFAULT_MAX_MEMORY, RESERVED_BYTES, parse_memory, pass_bytes, upsample_bounded
+from .names import DEFAULT_CHECKPOINT, SHIPPED_CHECKPOINTS
 from .upsampler import UnguidedUpsampler, WRCUpsampler, _check_inputs, build_upsampler, parameter_dtype, upsample
-
-# Checkpoints shipped inside the package: name → file in wrcup/checkpoints/.
-SHIPPED_CHECKPOINTS = {
-    "wrc-dinov2-s14-imgfocus": "wrc-dinov2-s14-imgfocus.safetensors",
-}
-DEFAULT_CHECKPOINT = "wrc-dinov2-s14-imgfocus"
 
 
 class UpsampledBackbone(nn.Module):
@@ -162,8 +157,9 @@ def load(name_or_path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devi
     """Load a trained upsampler and its frozen backbone.
 
     Args:
-        name_or_path: a shipped checkpoint name (``"wrc-dinov2-s14-imgfocus"``) or a path to a .safetensors
-            checkpoint written by ``wrcup train``.
+        name_or_path: a shipped checkpoint name (:data:`~wrcup.models.names.SHIPPED_CHECKPOINTS`; default
+            :data:`~wrcup.models.names.DEFAULT_CHECKPOINT`) or a path to a .safetensors checkpoint written by
+            ``wrcup train``.
         device: where to put the model (default CPU).
         backbone_weights: local weights for the backbone named in the checkpoint (needed offline for
             backbones other than the embedded one).
