@@ -84,8 +84,7 @@ def _kernel3d(kernel: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def _check_solve_inputs(y, kernel, scale, prior):
-    """Shapes of a closed-form solve's inputs: y B×C×h×w, kernel (per channel, at most the high-res grid), scale,
-    prior B×C×(s·h)×(s·w) or None. Returns (kernel as C×κ×κ, scale)."""
+    """Check y B×C×h×w, kernel (≤ high-res grid), scale, prior B×C×sh×sw or None → (C×κ×κ kernel, scale)."""
     check_tensor(y, "y", 4)
     scale = check_positive_int(scale, "scale")
     B, C, h, w = y.shape
