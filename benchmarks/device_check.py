@@ -139,11 +139,12 @@ def bench_operators(plan: Plan, meter: Meter, device) -> list:
 
 def bench_networks(plan: Plan, meter: Meter, device, served: bool) -> list:
     import wrcup
-    from wrcup.models.upsampler import NETWORK_OPERATORS, build_upsampler
+    from wrcup.models.upsampler import build_upsampler
+    from wrcup.nn import list_operators
 
     rows = []
     served = wrcup.load(device=device).upsampler if served else None
-    for name in list(NETWORK_OPERATORS) + (["served"] if served is not None else []):
+    for name in list_operators() + (["served"] if served is not None else []):
         for grid in plan.grids:
             for batch in plan.batches:
                 torch.manual_seed(0)

@@ -59,3 +59,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+# Devices the operator tests run on: the CPU always, a CUDA GPU too when one is present (same oracles, same
+# tolerances; the float64 oracles themselves run on the CPU).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """The device an operator test runs on: "cpu", and "cuda" when ``torch.cuda.is_available()``."""
+    return torch.device(request.param)

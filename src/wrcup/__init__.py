@@ -8,10 +8,16 @@
 __version__ = "0.1.0"
 
 
-def load(name_or_path="wrc-dinov2-s14-imgfocus", device=None, backbone_weights=None, fold_bn=True):
-    """Load a trained upsampler with its frozen backbone; see :func:`wrcup.models.bundle.load`."""
-    from .models.bundle import load as _load
+def load(name_or_path=None, device=None, backbone_weights=None, fold_bn=True):
+    """Load a trained upsampler with its frozen backbone; see :func:`wrcup.models.bundle.load`.
 
+    ``name_or_path`` None: the default shipped checkpoint, :data:`wrcup.models.names.DEFAULT_CHECKPOINT` (looked up
+    here rather than in the signature, so that ``import wrcup`` stays free of torch).
+    """
+    from .models.bundle import load as _load
+    from .models.names import DEFAULT_CHECKPOINT
+
+    name_or_path = DEFAULT_CHECKPOINT if name_or_path is None else name_or_path
     return _load(name_or_path, device=device, backbone_weights=backbone_weights, fold_bn=fold_bn)
 
 

@@ -101,7 +101,7 @@ def test_cache_reused_without_conversion(imgfocus_backbone, monkeypatch):
     again = backbones.load("dinov2-s14-imgfocus")
     images = load_photos(224, 224, count=1)
     assert torch.equal(again(images), imgfocus_backbone(images))
-    assert backbones.cached_weights_path() == cache.cache_dir() / "backbones" / "dinov2-s14-imgfocus.safetensors"
+    assert backbones.embedded_weights_path() == cache.cache_dir() / "backbones" / "dinov2-s14-imgfocus.safetensors"
 
 
 def test_cached_load_does_not_import_onnx(imgfocus_backbone, session_cache):
@@ -119,7 +119,7 @@ def test_cached_load_does_not_import_onnx(imgfocus_backbone, session_cache):
 
 
 def test_corrupt_cache_is_rebuilt(imgfocus_backbone, session_cache, tmp_path, monkeypatch):
-    cached = backbones.cached_weights_path()
+    cached = backbones.embedded_weights_path()
     corrupt_dir = tmp_path / "cache"
     (corrupt_dir / "backbones").mkdir(parents=True)
     blob = bytearray(cached.read_bytes())

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from wrcup.models.upsampler import NETWORK_OPERATORS
 from wrcup.nn import list_operators
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +27,7 @@ def test_device_check_tiny_on_cpu(tmp_path):
         for key in ("forward", "forward_backward"):
             assert "error" not in row[key], row
             assert row[key]["ms"] > 0 and row[key]["peak_mib"] is None
-    assert sorted(r["network"] for r in result["networks"]) == sorted(NETWORK_OPERATORS)
+    assert sorted(r["network"] for r in result["networks"]) == sorted(list_operators())
     for row in result["networks"]:
         for key in ("forward", "forward_backward", "forward_backward_bf16_autocast"):
             assert "error" not in row[key] and row[key]["ms"] > 0, row

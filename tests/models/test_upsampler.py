@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wrcup.models import BilinearUpsampler, Bottleneck, StackedUpsampler, WRCUpsampler, build_upsampler, upsample
+from wrcup.models import UnguidedUpsampler, Bottleneck, StackedUpsampler, WRCUpsampler, build_upsampler, upsample
 
 from authors_layout import authors_state_dict, randomised, reference_layout
 
@@ -128,7 +128,7 @@ def test_residual_adds_bilinear_upsampling_of_the_features(op):
 
 def test_bilinear_baseline_has_no_parameters_and_no_residual():
     model = build_upsampler("bilinear", 16, 14)
-    assert isinstance(model, BilinearUpsampler) and len(model.state_dict()) == 0
+    assert isinstance(model, UnguidedUpsampler) and len(model.state_dict()) == 0
     image, feats = inputs(14)
     torch.testing.assert_close(model(image, feats), F.interpolate(feats, scale_factor=2, mode="bilinear"))
     with pytest.raises(ValueError, match="residual"):

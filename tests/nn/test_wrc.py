@@ -104,28 +104,28 @@ def test_registry():
 
 @pytest.mark.parametrize("name", ["wrc-reference", "wrc-aligned", "wrc-exact", "converse2d"])
 @pytest.mark.parametrize("scale", [1, 2, 3])
-def test_forward_shapes_and_dtypes(name, scale):
+def test_forward_shapes_and_dtypes(name, scale, device):
     torch.manual_seed(2)
-    m = create_operator(name, 3, scale=scale)
-    x = torch.randn(2, 3, 4, 5)
+    m = create_operator(name, 3, scale=scale).to(device)
+    x = torch.randn(2, 3, 4, 5, device=device)
     out = m(x)
-    assert out.shape == (2, 3, 4 * scale, 5 * scale) and out.dtype == torch.float32
+    assert out.shape == (2, 3, 4 * scale, 5 * scale) and out.dtype == torch.float32 and out.device.type == device.type
     assert torch.isfinite(out).all()
     assert m(x.to(torch.bfloat16)).dtype == torch.bfloat16
     out.sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())
 
 
-def test_modules_equal_functional():
+def test_modules_equal_functional(device):
     torch.manual_seed(3)
-    x = torch.randn(2, 4, 5, 3)
-    m = WRC(4, kernel_size=3, scale=3, padding=1, padding_mode="replicate", safeguards=True)
+    x = torch.randn(2, 4, 5, 3).to(device)
+    m = WRC(4, kernel_size=3, scale=3, padding=1, padding_mode="replicate", safeguards=True).to(device)
     ref = weighted_reverse_conv(
         x, m.weight, m.bias, m.w_conv_low.weight, m.w_conv_high.weight, scale=3, padding=1,
         padding_mode="replicate", safeguards=True,
     )
     assert torch.equal(m(x), ref)
-    c = Converse2d(4, scale=2, padding=1, padding_mode="zeros", eps=1e-3)
+    c = Converse2d(4, scale=2, padding=1, padding_mode="zeros", eps=1e-3).to(device)
     assert torch.equal(c(x), converse2d(x, c.weight, c.bias, scale=2, padding=1, padding_mode="zeros", eps=1e-3))
 
 

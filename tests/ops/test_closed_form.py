@@ -22,6 +22,11 @@ from wrcup.ops import converse2d, reverse_conv, weighted_reverse_conv, wrc_close
 f64 = torch.float64
 
 
+def _on(device, *tensors):
+    """The tensors on ``device`` (the operator runs there; oracles stay on the CPU in float64)."""
+    return [t.to(device) for t in tensors]
+
+
 # tiny problems: intra-op threads only add wake-up latency on the shared 2-core machines
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -49,7 +54,7 @@ def _layer_params(C, k, seed=0, dtype=f64, conv_scale=0.5):
 # ------------------------------------------------------------------ constant weights: the exact minimiser
 @pytest.mark.parametrize("mode", ["reference", "aligned"])
 @pytest.mark.parametrize("s,k,h,w", [(2, 2, 3, 4), (2, 3, 4, 3), (3, 2, 2, 3), (1, 3, 4, 5), (2, 1, 3, 3), (2, 4, 3, 2)])
-def test_constant_weights_equal_dense_solve(mode, s, k, h, w):
+def test_constant_weights_equal_dense_solve(mode, s, k, h, w, device):
     B, C = 2, 2
     y, kernel, _, _, _, prior = _problem(B, C, h, w, s, k, seed=s * 10 + k)
     lam = torch.tensor([[[[0.3]], [[0.05]]], [[[1.2]], [[0.7]]]], dtype=f64)
@@ -57,8 +62,10 @@ def test_constant_weights_equal_dense_solve(mode, s, k, h, w):
     wh_c = torch.tensor([[0.4, 0.0], [1.5, 0.2]], dtype=f64)
     w_low = wl_c[:, :, None, None].expand(B, C, h, w)
     w_high = wh_c[:, :, None, None].expand(B, C, s * h, s * w)
-    out = wrc_closed_form(y, kernel, lam, w_low, w_high, s, prior, mode=mode)
-    assert out.shape == (B, C, s * h, s * w) and out.dtype == f64
+    y_d, kernel_d, lam_d, w_low_d, w_high_d, prior_d = _on(device, y, kernel, lam, w_low, w_high, prior)
+    out = wrc_closed_form(y_d, kernel_d, lam_d, w_low_d, w_high_d, s, prior_d, mode=mode)
+    assert out.shape == (B, C, s * h, s * w) and out.dtype == f64 and out.device.type == device.type
+    out = out.cpu()
     for b in range(B):
         for c in range(C):
             ref = dense_weighted_solve(
@@ -68,11 +75,11 @@ def test_constant_weights_equal_dense_solve(mode, s, k, h, w):
 
 
 @pytest.mark.parametrize("s,k,h,w", [(2, 2, 3, 4), (3, 3, 2, 3), (1, 2, 3, 3), (2, 4, 4, 3)])
-def test_reverse_conv_equals_dense_solve(s, k, h, w):
+def test_reverse_conv_equals_dense_solve(s, k, h, w, device):
     B, C = 2, 3
     y, kernel, lam, _, _, prior = _problem(B, C, h, w, s, k, seed=7 + s + k)
     for pr in (prior, None):
-        out = reverse_conv(y, kernel[None], lam, s, pr)  # 1×C×κ×κ kernel accepted
+        out = reverse_conv(*_on(device, y, kernel[None], lam), s, None if pr is None else pr.to(device)).cpu()  # 1×C×κ×κ kernel
         x_bar = bilinear_prior(y, s) if pr is None else pr
         for b in range(B):
             for c in range(C):
@@ -92,13 +99,13 @@ def test_reverse_conv_scalar_lam_and_is_wrc_special_case():
 @pytest.mark.parametrize(
     "s,k,h,w", [(2, 2, 3, 4), (2, 2, 4, 4), (3, 2, 3, 2), (3, 4, 2, 3), (1, 1, 3, 4), (1, 3, 5, 3), (2, 3, 5, 3), (2, 1, 2, 5)]
 )
-def test_varying_weights_equal_spec_transcription(mode, s, k, h, w):
+def test_varying_weights_equal_spec_transcription(mode, s, k, h, w, device):
     y, kernel, lam, w_low, w_high, prior = _problem(3, 2, h, w, s, k, seed=100 + 10 * s + k)
-    out = wrc_closed_form(y, kernel, lam, w_low, w_high, s, prior, mode=mode)
+    out = wrc_closed_form(*_on(device, y, kernel, lam, w_low, w_high), s, prior.to(device), mode=mode).cpu()
     ref = spec_transcription(y, kernel, lam, w_low, w_high, s, prior, mode)
     assert torch.allclose(out, ref, rtol=0, atol=1e-12), (out - ref).abs().max()
     # and the default prior
-    out = wrc_closed_form(y, kernel, lam, w_low, w_high, s, mode=mode)
+    out = wrc_closed_form(*_on(device, y, kernel, lam, w_low, w_high), s, mode=mode).cpu()
     ref = spec_transcription(y, kernel, lam, w_low, w_high, s, None, mode)
     assert torch.allclose(out, ref, rtol=0, atol=1e-12)
 
@@ -111,11 +118,12 @@ def test_varying_weights_are_not_the_exact_minimiser():
     assert float((out[0, 0] - ref).norm() / ref.norm()) > 0.05
 
 
-def test_safeguards_clamp_denominator():
+def test_safeguards_clamp_denominator(device):
     y, kernel, _, w_low, w_high, prior = _problem(2, 2, 3, 4, 2, 2, seed=11)
     w_low, w_high = w_low * 1e-4, w_high * 1e-5  # D = ω_L·P + ↓avg ω_H + λ < 1e-3
     lam = 1e-5
-    out = wrc_closed_form(y, kernel, lam, w_low, w_high, 2, prior, safeguards=True)
+    y_d, kernel_d, w_low_d, w_high_d, prior_d = _on(device, y, kernel, w_low, w_high, prior)
+    out = wrc_closed_form(y_d, kernel_d, lam, w_low_d, w_high_d, 2, prior_d, safeguards=True).cpu()
     ref = spec_transcription(y, kernel, lam, w_low, w_high, 2, prior, "reference", min_denominator=1e-3)
     assert torch.allclose(out, ref, rtol=1e-12, atol=1e-9)
     plain = wrc_closed_form(y, kernel, lam, w_low, w_high, 2, prior)
@@ -152,43 +160,45 @@ def test_reference_roll_shifts_data_term_by_half_map(s):
 # ------------------------------------------------------------------ the whole layer
 @pytest.mark.parametrize("padding_mode", ["circular", "reflect", "replicate", "zeros"])
 @pytest.mark.parametrize("mode", ["reference", "aligned"])
-def test_layer_equals_spec_pipeline(padding_mode, mode):
+def test_layer_equals_spec_pipeline(padding_mode, mode, device):
     C, s, k, p = 3, 2, 2, 2
     x = torch.randn(2, C, 4, 5, dtype=f64, generator=torch.Generator().manual_seed(3))
     kernel, bias, conv_low, conv_high = _layer_params(C, k, seed=4)
-    out = weighted_reverse_conv(x, kernel, bias, conv_low, conv_high, scale=s, padding=p, padding_mode=padding_mode, mode=mode)
+    out = weighted_reverse_conv(*_on(device, x, kernel, bias, conv_low, conv_high), scale=s, padding=p,
+                                padding_mode=padding_mode, mode=mode).cpu()
     ref = spec_layer(x, kernel, bias, conv_low, conv_high, s, p, padding_mode, 1e-5, mode)
     assert out.shape == (2, C, 8, 10)
     assert torch.allclose(out, ref, rtol=0, atol=1e-12), (out - ref).abs().max()
 
 
 @pytest.mark.parametrize("s,k,p", [(1, 3, 1), (3, 4, 1), (2, 1, 0), (3, 2, 2)])
-def test_layer_scales_kernels_paddings(s, k, p):
+def test_layer_scales_kernels_paddings(s, k, p, device):
     C = 2
     x = torch.randn(1, C, 3, 4, dtype=f64, generator=torch.Generator().manual_seed(s + k + p))
     kernel, bias, conv_low, conv_high = _layer_params(C, k, seed=k)
-    out = weighted_reverse_conv(x, kernel[0], bias.flatten(), conv_low, conv_high, scale=s, padding=p)
+    out = weighted_reverse_conv(*_on(device, x, kernel[0], bias.flatten(), conv_low, conv_high), scale=s,
+                                padding=p).cpu()
     ref = spec_layer(x, kernel, bias, conv_low, conv_high, s, p, "circular", 1e-5, "reference")
     assert out.shape == (1, C, 3 * s, 4 * s)
     assert torch.allclose(out, ref, rtol=0, atol=1e-12)
 
 
-def test_layer_safeguards_match_spec_pipeline():
+def test_layer_safeguards_match_spec_pipeline(device):
     C = 2
     x = torch.randn(1, C, 4, 4, dtype=f64, generator=torch.Generator().manual_seed(8)) * 100
     kernel, bias, conv_low, conv_high = _layer_params(C, 2, seed=9, conv_scale=200.0)  # conv outputs beyond 1e4
     bias = torch.full_like(bias, -30.0)  # λ ≈ ε, so some D < 1e-3 where ω_L ≈ 0
-    out = weighted_reverse_conv(x, kernel, bias, conv_low, conv_high, safeguards=True)
+    out = weighted_reverse_conv(*_on(device, x, kernel, bias, conv_low, conv_high), safeguards=True).cpu()
     ref = spec_layer(x, kernel, bias, conv_low, conv_high, 2, 2, "circular", 1e-5, "reference", 1e-3, 1e4)
     assert torch.allclose(out, ref, rtol=1e-10, atol=1e-10)
 
 
-def test_converse2d_layer_equals_dense_solve():
+def test_converse2d_layer_equals_dense_solve(device):
     C, s, p = 2, 2, 1
     x = torch.randn(2, C, 3, 4, dtype=f64, generator=torch.Generator().manual_seed(2))
     kernel, bias, _, _ = _layer_params(C, 3, seed=2)
     bias = bias + 8.0  # λ = sigmoid(b − 9) + ε of order 0.3
-    out = converse2d(x, kernel, bias, scale=s, padding=p)
+    out = converse2d(*_on(device, x, kernel, bias), scale=s, padding=p).cpu()
     y = pad_indexed(x, p, "circular")
     prior = bilinear_prior(y, s)
     lam = torch.sigmoid(bias - 9) + 1e-5
@@ -198,11 +208,12 @@ def test_converse2d_layer_equals_dense_solve():
             assert torch.allclose(out[b, c], full[p * s : -p * s, p * s : -p * s], rtol=0, atol=1e-10)
 
 
-def test_layer_exact_mode_is_the_minimiser():
+def test_layer_exact_mode_is_the_minimiser(device):
     C, s, p = 2, 2, 1
     x = torch.randn(1, C, 3, 3, dtype=f64, generator=torch.Generator().manual_seed(6))
     kernel, bias, conv_low, conv_high = _layer_params(C, 2, seed=6)
-    out = weighted_reverse_conv(x, kernel, bias, conv_low, conv_high, scale=s, padding=p, mode="exact", tol=1e-12, max_iter=500)
+    out = weighted_reverse_conv(*_on(device, x, kernel, bias, conv_low, conv_high), scale=s, padding=p, mode="exact",
+                                tol=1e-12, max_iter=500).cpu()
     y = pad_indexed(x, p, "circular")
     w_low = torch.log1p(F.conv2d(y, conv_low, padding=1) ** 2)
     prior = bilinear_prior(y, s)
@@ -231,12 +242,12 @@ def test_half_precision_in_same_dtype_out(dtype):
     assert converse2d(x.to(dtype), kernel, bias).dtype == dtype
 
 
-def test_float32_matches_float64():
+def test_float32_matches_float64(device):
     C = 4
     x = torch.randn(2, C, 6, 7, dtype=f64, generator=torch.Generator().manual_seed(12))
     params = _layer_params(C, 2, seed=12)
     ref = weighted_reverse_conv(x, *params)
-    out = weighted_reverse_conv(x.float(), *(t.float() for t in params))
+    out = weighted_reverse_conv(*_on(device, x.float(), *(t.float() for t in params))).cpu()
     assert out.dtype == torch.float32
     assert torch.allclose(out.double(), ref, rtol=1e-4, atol=1e-4 * ref.abs().max())
 
@@ -271,24 +282,26 @@ def test_gradcheck_closed_form(mode):
 @pytest.mark.parametrize("mode", ["reference", "aligned"])
 @pytest.mark.parametrize("s,k,h,w", [(2, 2, 5, 6), (3, 3, 3, 3), (1, 2, 4, 5), (2, 3, 3, 4)])
 @pytest.mark.parametrize("safeguards", [False, True])
-def test_gradients_equal_autograd_through_transcription(mode, s, k, h, w, safeguards):
-    """The hand-written backward against autograd through the plain complex-FFT transcription."""
+def test_gradients_equal_autograd_through_transcription(mode, s, k, h, w, safeguards, device):
+    """The hand-written backward (run on ``device``) against autograd through the plain complex-FFT transcription
+    (CPU). torch.autograd.gradcheck below runs on the CPU in float64 only: its finite differences test the
+    formula, which is the same on every device."""
     y, kernel, lam, w_low, w_high, prior = _problem(2, 3, h, w, s, k, seed=30 + s + k)
     if safeguards:  # make some denominators fall under the 1e-3 floor
         w_low[0, 0] = 0.0
         w_high[0, 0] *= 1e-5
         lam[0, 0] = 1e-5
-    inputs = [t.clone().requires_grad_() for t in (y, kernel, lam, w_low, w_high, prior)]
+    inputs = [t.clone().to(device).requires_grad_() for t in (y, kernel, lam, w_low, w_high, prior)]
     refs = [t.clone().requires_grad_() for t in (y, kernel, lam, w_low, w_high, prior)]
     g = torch.randn(2, 3, s * h, s * w, dtype=f64, generator=torch.Generator().manual_seed(0))
     out = wrc_closed_form(*inputs[:5], s, inputs[5], mode=mode, safeguards=safeguards)
     ref = spec_transcription(*refs[:5], s, refs[5], mode, 1e-3 if safeguards else None)
-    assert torch.allclose(out, ref, rtol=0, atol=1e-12)
-    out.backward(g)
+    assert torch.allclose(out.cpu(), ref, rtol=0, atol=1e-12)
+    out.backward(g.to(device))
     ref.backward(g)
     for name, a, b in zip(("y", "kernel", "lam", "w_low", "w_high", "prior"), inputs, refs):
         scale = b.grad.abs().max()
-        assert torch.allclose(a.grad, b.grad, rtol=0, atol=1e-11 * max(1.0, float(scale))), name
+        assert torch.allclose(a.grad.cpu(), b.grad, rtol=0, atol=1e-11 * max(1.0, float(scale))), name
 
 
 @pytest.mark.parametrize("mode,padding_mode", [("reference", "circular"), ("aligned", "reflect")])

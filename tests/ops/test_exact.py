@@ -87,9 +87,11 @@ def max_rel(a, b):
 # ------------------------------------------------------------------------------------------------ values
 # κ ≤ s makes ↓avg(|F|²) constant (one tap per polyphase component); κ > s exercises its frequency dependence.
 @pytest.mark.parametrize("s,kappa", [(2, 2), (3, 3), (2, 1), (2, 3), (3, 4)])
-def test_constant_weights_match_dense_solve(s, kappa):
+def test_constant_weights_match_dense_solve(s, kappa, device):
     y, kernel, lam, wl, wh, _ = random_problem(2, 2, 3, 4, s, kappa, constant=True, seed=s + kappa)
-    x, info = wrc_exact_solve(y, kernel, lam, wl, wh, s, return_info=True)  # default bilinear prior
+    x, info = wrc_exact_solve(*(t.to(device) for t in (y, kernel, lam, wl, wh)), s, return_info=True)  # bilinear prior
+    assert x.device.type == device.type
+    x = x.cpu()
     ref = dense_solve(y, kernel, lam, wl, wh, s, bilinear_prior(y, s))
     assert x.shape == ref.shape == (2, 2, 3 * s, 4 * s)
     assert max_rel(x, ref) <= 1e-10
@@ -103,10 +105,11 @@ def test_constant_weights_match_dense_solve(s, kappa):
     "s,kappa,shape",
     [(2, 1, (3, 4)), (2, 2, (4, 3)), (2, 3, (3, 5)), (3, 1, (2, 3)), (3, 2, (3, 2)), (3, 3, (2, 4))],
 )
-def test_varying_weights_match_dense_solve(s, kappa, shape):
+def test_varying_weights_match_dense_solve(s, kappa, shape, device):
     h, w = shape
     y, kernel, lam, wl, wh, prior = random_problem(2, 3, h, w, s, kappa, seed=10 * s + kappa)
-    x, info = wrc_exact_solve(y, kernel, lam, wl, wh, s, prior, return_info=True)
+    x, info = wrc_exact_solve(*(t.to(device) for t in (y, kernel, lam, wl, wh)), s, prior.to(device), return_info=True)
+    x = x.cpu()
     ref = dense_solve(y, kernel, lam, wl, wh, s, prior)
     assert max_rel(x, ref) <= 1e-8
     assert info.converged and info.residual <= 1e-10
@@ -143,10 +146,12 @@ def test_zero_rhs_gives_zero():
     assert torch.equal(x, torch.zeros_like(x)) and info.converged and info.iterations == 0
 
 
-def test_float32_agrees_with_float64():
+def test_float32_agrees_with_float64(device):
     y, kernel, lam, wl, wh, prior = random_problem(2, 4, 8, 6, 2, 2, seed=9)
     x64 = wrc_exact_solve(y, kernel, lam, wl, wh, 2, prior)
-    x32, info = wrc_exact_solve(*(t.float() for t in (y, kernel, lam, wl, wh)), 2, prior.float(), return_info=True)
+    x32, info = wrc_exact_solve(*(t.float().to(device) for t in (y, kernel, lam, wl, wh)), 2, prior.float().to(device),
+                                return_info=True)
+    x32 = x32.cpu()
     assert x32.dtype == torch.float32 and info.tol == 1e-5 and info.converged
     assert max_rel(x32.double(), x64) <= 1e-4
 

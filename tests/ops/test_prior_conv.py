@@ -24,15 +24,16 @@ def _direct(y, weight, scale):
     ((1, 3, 4, 4), 3, 5, 3),   # wider kernel, scale 3
     ((2, 2, 3, 3), 2, 1, 2),   # 1×1 kernel
 ])
-def test_factored_prior_conv_matches_direct_float64(shape, out_channels, kernel, scale):
+def test_factored_prior_conv_matches_direct_float64(shape, out_channels, kernel, scale, device):
     g = torch.Generator().manual_seed(0)
-    y = torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(out_channels, shape[1], kernel, kernel, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(*shape, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    weight = torch.randn(out_channels, shape[1], kernel, kernel, generator=g, dtype=torch.float64).to(device)
+    weight.requires_grad_()
     ref = _direct(y, weight, scale)
     got = conv_of_bilinear_prior(y, weight, scale)
     assert got.shape == ref.shape
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
-    grad = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    grad = torch.randn(ref.shape, generator=g, dtype=torch.float64).to(device)
     ref_grads = torch.autograd.grad(ref, (y, weight), grad)
     got_grads = torch.autograd.grad(got, (y, weight), grad)
     for a, b in zip(got_grads, ref_grads):
@@ -40,14 +41,15 @@ def test_factored_prior_conv_matches_direct_float64(shape, out_channels, kernel,
 
 
 @pytest.mark.parametrize("mode", ["reference", "aligned"])
-def test_wrc_layer_factored_equals_direct(mode):
+def test_wrc_layer_factored_equals_direct(mode, device):
     g = torch.Generator().manual_seed(1)
     C = 5
-    x = torch.randn(2, C, 6, 5, generator=g, dtype=torch.float64)
+    x = torch.randn(2, C, 6, 5, generator=g, dtype=torch.float64).to(device)
     params = [torch.softmax(torch.randn(1, C, 4, generator=g, dtype=torch.float64), -1).view(1, C, 2, 2),
               torch.randn(1, C, 1, 1, generator=g, dtype=torch.float64),
               0.3 * torch.randn(C, C, 3, 3, generator=g, dtype=torch.float64),
               0.3 * torch.randn(C, C, 3, 3, generator=g, dtype=torch.float64)]
+    params = [p.to(device) for p in params]
     for p in params:
         p.requires_grad_()
     outs = [weighted_reverse_conv(x, *params, mode=mode, prior_conv=pc) for pc in ("direct", "factored")]

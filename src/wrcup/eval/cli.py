@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..models.names import DEFAULT_CHECKPOINT
 from .tasks import TASKS
 
 _METHODS = ("none", "bilinear", "learned")
@@ -147,7 +148,7 @@ def add_eval_parser(sub) -> None:
     ev = sub.add_parser("eval", help="evaluate an upsampler on a task").add_subparsers(dest="task", required=True)
     for task in TASKS:
         p = ev.add_parser(task, help=_HELP[task])
-        p.add_argument("--model", default="wrc-dinov2-s14-imgfocus",
+        p.add_argument("--model", default=DEFAULT_CHECKPOINT,
                        help="checkpoint name or .safetensors path (or, for --method none/bilinear, a backbone name)")
         p.add_argument("--method", default="learned", choices=_METHODS)
         _common(p)
@@ -156,7 +157,7 @@ def add_eval_parser(sub) -> None:
     p = ev.add_parser("compare", help="several tasks × methods × models in one run: JSON, Markdown table, dot chart")
     p.add_argument("--tasks", type=_csv, required=True, help=f"comma-separated, from {', '.join(TASKS)}")
     p.add_argument("--methods", type=_csv, default=list(_METHODS), help="comma-separated (default all three)")
-    p.add_argument("--models", nargs="+", default=["wrc-dinov2-s14-imgfocus"],
+    p.add_argument("--models", nargs="+", default=[DEFAULT_CHECKPOINT],
                    help="checkpoints (names or .safetensors paths) or backbone names (no 'learned' for those)")
     p.add_argument("--size", type=int, default=None, help="input size for every task (default: each task's own)")
     p.add_argument("--parts", default=None,

@@ -1,7 +1,7 @@
 """wrcup.models: the upsampler networks (:mod:`wrcup.models.upsampler`) and the backbone + upsampler bundle."""
 from .fuse import fold_batchnorm
 from .upsampler import (
-    BilinearUpsampler,
+    UnguidedUpsampler,
     Bottleneck,
     ImageGuidance,
     StackedUpsampler,
@@ -11,7 +11,7 @@ from .upsampler import (
 )
 
 __all__ = [
-    "BilinearUpsampler",
+    "UnguidedUpsampler",
     "Bottleneck",
     "ImageGuidance",
     "StackedUpsampler",

@@ -10,13 +10,8 @@ from torch import nn
 from .._checks import check_image_values, check_tensor
 from .sizing import plan_passes, resize_features, resolve_output_size
 from .tiling import DEFAULT_MAX_MEMORY, RESERVED_BYTES, parse_memory, pass_bytes, upsample_bounded
-from .upsampler import BilinearUpsampler, WRCUpsampler, _check_inputs, build_upsampler, parameter_dtype, upsample
-
-# Checkpoints shipped inside the package: name → file in wrcup/checkpoints/.
-SHIPPED_CHECKPOINTS = {
-    "wrc-dinov2-s14-imgfocus": "wrc-dinov2-s14-imgfocus.safetensors",
-}
-DEFAULT_CHECKPOINT = "wrc-dinov2-s14-imgfocus"
+from .names import DEFAULT_CHECKPOINT, SHIPPED_CHECKPOINTS
+from .upsampler import UnguidedUpsampler, WRCUpsampler, _check_inputs, build_upsampler, parameter_dtype, upsample
 
 
 class UpsampledBackbone(nn.Module):
@@ -108,7 +103,7 @@ class UpsampledBackbone(nn.Module):
         """Whether the largest upsampler pass from ``grid`` towards ``size`` needs more than ``budget`` bytes (then
         the passes run on tiles); only the repeatable upsamplers can be tiled."""
         passes = plan_passes(grid, size)
-        if not passes or not isinstance(self.upsampler, (WRCUpsampler, BilinearUpsampler)):
+        if not passes or not isinstance(self.upsampler, (WRCUpsampler, UnguidedUpsampler)):
             return False
         last_grid = (grid[0] << (passes - 1), grid[1] << (passes - 1))
         return pass_bytes(last_grid, features.shape[1], features.shape[0]) > budget - RESERVED_BYTES
@@ -121,12 +116,12 @@ def upsample_to_size(upsampler: nn.Module, image: torch.Tensor, features: torch.
     :func:`~wrcup.models.upsample`), then :func:`~wrcup.models.sizing.resize_features` to exactly H×W.
 
     ``image``: B×3×(p·h)×(p·w), backbone-normalised. No pass: the features themselves are resized; one pass:
-    ``upsampler(image, features)``, so any 2× module works; more: a WRCUpsampler or BilinearUpsampler.
+    ``upsampler(image, features)``, so any 2× module works; more: a WRCUpsampler or UnguidedUpsampler.
     """
     passes = plan_passes(tuple(features.shape[-2:]), size)
-    if passes > 1 and not isinstance(upsampler, (WRCUpsampler, BilinearUpsampler)):
+    if passes > 1 and not isinstance(upsampler, (WRCUpsampler, UnguidedUpsampler)):
         raise ValueError(f"output size {size[0]}×{size[1]} needs {passes} passes of the upsampler, which only "
-                         f"a WRCUpsampler or BilinearUpsampler can repeat (this one is a {type(upsampler).__name__}); "
+                         f"a WRCUpsampler or UnguidedUpsampler can repeat (this one is a {type(upsampler).__name__}); "
                          f"ask for at most twice the grid {features.shape[-2]}×{features.shape[-1]}")
     if passes == 0:
         high = features
@@ -162,8 +157,9 @@ def load(name_or_path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devi
     """Load a trained upsampler and its frozen backbone.
 
     Args:
-        name_or_path: a shipped checkpoint name (``"wrc-dinov2-s14-imgfocus"``) or a path to a .safetensors
-            checkpoint written by ``wrcup train``.
+        name_or_path: a shipped checkpoint name (:data:`~wrcup.models.names.SHIPPED_CHECKPOINTS`; default
+            :data:`~wrcup.models.names.DEFAULT_CHECKPOINT`) or a path to a .safetensors checkpoint written by
+            ``wrcup train``.
         device: where to put the model (default CPU).
         backbone_weights: local weights for the backbone named in the checkpoint (needed offline for
             backbones other than the embedded one).

@@ -200,12 +200,12 @@ def tiled_pass(upsampler, features: torch.Tensor, quarter: torch.Tensor | None, 
     Each tile of :func:`plan_tiles` runs the feature path on its crop of the features and of the guidance
     (:func:`guidance_crop`); its outputs are weighted by :func:`blend_window` and the sum is divided by the summed
     weights. ``quarter``: the image branch's quarter map of the whole image (``image_branch.quarter_map``).
-    A BilinearUpsampler needs no tiles (its pass is a plain resize).
+    An UnguidedUpsampler is not tiled (its pass is the operator alone on the features, e.g. a plain resize).
     """
     from .upsampler import WRCUpsampler, _upsample2x
 
     if not isinstance(upsampler, WRCUpsampler):
-        return _upsample2x(features)
+        return upsampler.upsample_features(features, None, patch_size)
     B, C, h, w = features.shape
     tiles = plan_tiles((h, w), tile, overlap)
     if len(tiles) == 1:

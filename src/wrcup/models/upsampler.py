@@ -30,9 +30,10 @@ Resampling rule of the guidance (patch size p, token grid h×w): the quarter-res
 Bilinear resizes use align_corners=False. g2 is resized to h × w only if stride rounding makes it differ.
 
 State-dict names: ours are the attribute paths above; the authors' network names the same modules differently
-(:data:`REFERENCE_MODULE_NAMES`; a Bottleneck's shortcut is their ``downsample``). Both name sets are accepted by
-``load_state_dict`` and :meth:`WRCUpsampler.load_reference_state_dict`: every entry is matched by its exact name
-through that table, never by position, so their entries load correctly in any order.
+(:data:`REFERENCE_MODULE_NAMES` in :mod:`wrcup.models.reference_names`; a Bottleneck's shortcut is their
+``downsample``). Both name sets are accepted by ``load_state_dict`` and :meth:`WRCUpsampler.load_reference_state_dict`:
+every entry is matched by its exact name through that table, never by position, so their entries load correctly in
+any order.
 """
 from __future__ import annotations
 
@@ -43,39 +44,24 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
-from .._checks import check_choice, check_positive_int, check_tensor
-from ..nn import create_operator, list_operators
+from .._checks import check_positive_int, check_tensor
+from ..nn import create_operator, operator_entry
+from .reference_names import (REFERENCE_MODULE_NAMES, checked_reference_state, reference_key_map,
+                              rename_reference_keys)
 
 __all__ = [
     "GUIDANCE_CHANNELS",
-    "NETWORK_OPERATORS",
     "REFERENCE_MODULE_NAMES",
     "Bottleneck",
     "ImageGuidance",
     "WRCUpsampler",
-    "BilinearUpsampler",
+    "UnguidedUpsampler",
     "StackedUpsampler",
     "build_upsampler",
     "upsample",
 ]
 
 GUIDANCE_CHANNELS = 32
-# Operators the network can be built around ("bilinear" in build_upsampler means the parameter-free baseline).
-NETWORK_OPERATORS = ("wrc-reference", "wrc-aligned", "wrc-exact", "converse2d", "transposed", "bilinear")
-
-# The authors' name for each of our module paths, in the order their state dict lists them (the key names of their
-# released 2× network; documented in docs/DESIGN.md). Names below these modules are the same on both sides,
-# except that a Bottleneck's shortcut is their "downsample". The table does not depend on the sizes.
-REFERENCE_MODULE_NAMES = (
-    ("operator", "up1.up"),
-    ("feature_path", "up1.conv"),
-    ("fuse", "up1.conv_1.0"),
-    ("head", "outc"),
-    ("image_branch.stem", "in_conv"),
-    ("image_branch.quarter", "image_convs_1"),
-    ("image_branch.coarse", "image_convs_2"),
-)
-_REFERENCE_CHILD_NAMES = {"shortcut": "downsample"}
 
 
 class Bottleneck(nn.Module):
@@ -194,9 +180,8 @@ class WRCUpsampler(nn.Module):
     Args:
         dim: C, the backbone's feature channels (even).
         patch_size: p, the backbone's patch size (image H×W ↔ token grid H/p × W/p).
-        operator: the upsampling operator at the heart of the feature path, a name registered in
-            :mod:`wrcup.nn` ("wrc-reference", "wrc-aligned", "wrc-exact", "converse2d", "transposed",
-            or "bilinear" for a parameter-free operator inside the same network).
+        operator: the upsampling operator at the heart of the feature path, any name registered in
+            :mod:`wrcup.nn` (:func:`wrcup.nn.list_operators`), also one registered with ``guided=False``.
         residual: add the bilinear 2× upsampling of the input features to the output (no extra parameters).
         guidance_channels: G, channels of the image branch.
         operator_kwargs: passed to :func:`wrcup.nn.create_operator` (e.g. ``safeguards=True`` for WRC).
@@ -210,7 +195,7 @@ class WRCUpsampler(nn.Module):
             raise ValueError(f"dim must be even (the fuse block outputs dim/2 channels), got {dim}")
         self.dim = dim
         self.patch_size = check_positive_int(patch_size, "patch_size")
-        self.operator_name = check_choice(operator, "operator", list_operators())
+        self.operator_name = operator_entry(operator).name
         self.residual = bool(residual)
         G = check_positive_int(guidance_channels, "guidance_channels")
         mid = (dim + G) // 2
@@ -219,7 +204,7 @@ class WRCUpsampler(nn.Module):
         self.operator = create_operator(operator, mid, scale=2, **dict(operator_kwargs or {}))
         self.fuse = Bottleneck(mid + G, dim // 2)
         self.head = nn.Conv2d(dim // 2, dim, 1, bias=True)
-        self.register_load_state_dict_pre_hook(_rename_reference_keys)
+        self.register_load_state_dict_pre_hook(rename_reference_keys)
 
     def forward(self, image: torch.Tensor, features: torch.Tensor, patch_size: float | None = None) -> torch.Tensor:
         """image B×3×H×W (backbone-normalised), features B×dim×h×w → B×dim×2h×2w, dtype of the features.
@@ -253,22 +238,9 @@ class WRCUpsampler(nn.Module):
         return f"dim={self.dim}, patch_size={self.patch_size}, operator={self.operator_name!r}, residual={self.residual}"
 
     def reference_key_map(self) -> dict[str, str]:
-        """Our state-dict name → the authors' name, for every entry, in the authors' order.
-
-        Built from this module's own entries with :data:`REFERENCE_MODULE_NAMES`, so it covers any dim, patch size
-        and operator (a folded copy from :func:`~wrcup.models.fold_batchnorm` simply has fewer entries).
-        """
-        ours = list(self.state_dict())
-        mapping: dict[str, str] = {}
-        for our_module, their_module in REFERENCE_MODULE_NAMES:
-            for key in ours:
-                if key.startswith(our_module + "."):
-                    rest = key[len(our_module) + 1:].split(".")
-                    mapping[key] = ".".join([their_module] + [_REFERENCE_CHILD_NAMES.get(p, p) for p in rest])
-        unnamed = [k for k in ours if k not in mapping]
-        if unnamed or len(set(mapping.values())) != len(mapping):  # a module added without a table entry
-            raise RuntimeError(f"REFERENCE_MODULE_NAMES does not name every entry exactly once: {unnamed[:3]}")
-        return mapping
+        """Our state-dict name → the authors' name, for every entry, in the authors' order
+        (:func:`wrcup.models.reference_names.reference_key_map`)."""
+        return reference_key_map(self)
 
     def reference_state_dict(self) -> dict[str, torch.Tensor]:
         """``state_dict()`` under the authors' names, in their order (e.g. to use a network trained here there)."""
@@ -283,81 +255,45 @@ class WRCUpsampler(nn.Module):
         key (``strict``), a key given under both names, or a key whose shape differs (with both shapes).
         Returns ``load_state_dict``'s result.
         """
-        to_ours = self.reference_key_map()
-        from_theirs = {theirs: ours for ours, theirs in to_ours.items()}
-        expected = self.state_dict()
-        mapped: dict[str, torch.Tensor] = {}
-        given_as: dict[str, str] = {}
-        for key, value in state_dict.items():
-            ours = key if key in expected else from_theirs.get(key)
-            if ours is None:
-                if strict:
-                    raise ValueError(f"state_dict has an unexpected key {key!r}: neither this {self.operator_name} "
-                                     f"upsampler's name nor the authors' name of one of its entries")
-                continue
-            if ours in mapped:
-                raise ValueError(f"state_dict holds the entry {ours!r} twice: as {given_as[ours]!r} and as {key!r}")
-            if not isinstance(value, torch.Tensor):
-                raise ValueError(f"state_dict[{key!r}] must be a tensor, got {type(value).__name__}")
-            if tuple(value.shape) != tuple(expected[ours].shape):
-                raise ValueError(f"state_dict[{key!r}] has shape {tuple(value.shape)}, this upsampler expects "
-                                 f"{tuple(expected[ours].shape)} (dim={self.dim})")
-            mapped[ours] = value
-            given_as[ours] = key
-        if strict:
-            authors_names = bool(given_as) and all(k != v for v, k in given_as.items())
-            for ours in (to_ours if authors_names else expected):
-                if ours not in mapped:
-                    name = to_ours[ours] if authors_names else ours
-                    raise ValueError(f"state_dict is missing the key {name!r} (shape {tuple(expected[ours].shape)})")
-        return self.load_state_dict(mapped, strict=strict)
+        return self.load_state_dict(checked_reference_state(self, state_dict, strict), strict=strict)
 
 
-def _rename_reference_keys(module: WRCUpsampler, state_dict, prefix, local_metadata, strict, missing_keys,
-                           unexpected_keys, error_msgs) -> None:
-    """``load_state_dict`` pre-hook: entries under the authors' names are renamed to ours (exact names only;
-    an entry also present under our name is left alone, so strict loading reports it as unexpected)."""
-    renames = {prefix + theirs: prefix + ours for ours, theirs in module.reference_key_map().items()}
-    for key in [k for k in state_dict if k in renames]:
-        if renames[key] not in state_dict:
-            state_dict[renames[key]] = state_dict.pop(key)
+class UnguidedUpsampler(nn.Module):
+    """A registered operator applied to the features alone, no image guidance: the upsampler
+    :func:`build_upsampler` makes for operators registered with ``guided=False`` (the parameter-free floor
+    "bilinear": bilinear 2× of the features, align_corners=False, no state). The image is only checked."""
 
-
-class BilinearUpsampler(nn.Module):
-    """The parameter-free floor: bilinear 2× of the features (align_corners=False); the image is only checked."""
-
-    def __init__(self, dim: int, patch_size: int):
+    def __init__(self, dim: int, patch_size: int, operator: str = "bilinear", operator_kwargs: Mapping | None = None):
         super().__init__()
         self.dim = check_positive_int(dim, "dim")
         self.patch_size = check_positive_int(patch_size, "patch_size")
-        self.operator_name = "bilinear"
+        self.operator_name = operator
         self.residual = False
+        self.operator = create_operator(operator, dim, scale=2, **dict(operator_kwargs or {}))
 
     def forward(self, image: torch.Tensor, features: torch.Tensor, patch_size: float | None = None) -> torch.Tensor:
         """image B×3×H×W, features B×dim×h×w → B×dim×2h×2w."""
         patch = self.patch_size if patch_size is None else float(patch_size)
         _check_inputs(image, features, self.dim, patch)
-        return _upsample2x(features)
+        return self.operator(features)
 
     def upsample_features(self, features: torch.Tensor, quarter, patch_size: float) -> torch.Tensor:
-        return _upsample2x(features)
+        return self.operator(features)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, patch_size={self.patch_size}"
+        return f"dim={self.dim}, patch_size={self.patch_size}, operator={self.operator_name!r}"
 
 
 def build_upsampler(operator: str, dim: int, patch_size: int, residual: bool = False, **operator_kwargs) -> nn.Module:
-    """The 2× upsampler for ``operator``: :class:`BilinearUpsampler` for "bilinear", else :class:`WRCUpsampler`.
-
-    ``operator_kwargs`` go to the operator (e.g. ``safeguards=True`` for the WRC modes).
+    """The 2× upsampler for the registered ``operator`` (:func:`wrcup.nn.list_operators`): a
+    :class:`WRCUpsampler` around it, or, for an operator registered with ``guided=False`` (e.g. "bilinear"), an
+    :class:`UnguidedUpsampler`. ``operator_kwargs`` go to the operator (e.g. ``safeguards=True`` for the WRC modes).
     """
-    check_choice(operator, "operator", NETWORK_OPERATORS)
-    if operator == "bilinear":
+    if not operator_entry(operator).guided:
         if residual:
-            raise ValueError("residual=True has no meaning for the parameter-free 'bilinear' upsampler")
-        if operator_kwargs:
-            raise ValueError(f"the 'bilinear' upsampler takes no operator options, got {sorted(operator_kwargs)}")
-        return BilinearUpsampler(dim, patch_size)
+            raise ValueError(f"residual=True has no meaning for the unguided {operator!r} upsampler (the operator "
+                             f"alone upsamples the features)")
+        return UnguidedUpsampler(dim, patch_size, operator, operator_kwargs)
     return WRCUpsampler(dim, patch_size, operator=operator, residual=residual, operator_kwargs=operator_kwargs)
 
 
@@ -373,14 +309,14 @@ def upsample(image: torch.Tensor, features: torch.Tensor, passes: Sequence[nn.Mo
     Args:
         image: B×3×H×W backbone-normalised image, H = p·h, W = p·w.
         features: B×C×h×w backbone features.
-        passes: WRCUpsampler / BilinearUpsampler modules with the same dim and patch size.
+        passes: WRCUpsampler / UnguidedUpsampler modules with the same dim and patch size.
     """
     if len(passes) == 0:
         raise ValueError("passes must contain at least one upsampler")
     first = passes[0]
     for i, p in enumerate(passes):
-        if not isinstance(p, (WRCUpsampler, BilinearUpsampler)):
-            raise TypeError(f"passes[{i}] must be a WRCUpsampler or BilinearUpsampler, got {type(p).__name__}")
+        if not isinstance(p, (WRCUpsampler, UnguidedUpsampler)):
+            raise TypeError(f"passes[{i}] must be a WRCUpsampler or UnguidedUpsampler, got {type(p).__name__}")
         if (p.dim, p.patch_size) != (first.dim, first.patch_size):
             raise ValueError(f"passes[{i}] has dim={p.dim}, patch_size={p.patch_size}; passes[0] has "
                              f"dim={first.dim}, patch_size={first.patch_size}")

@@ -1,10 +1,13 @@
 """Thin modules over :mod:`wrcup.ops`, plus the baseline operators, behind one interface."""
 from .base import UpsampleOperator
 from .baselines import BilinearUpsample, TransposedUpsample
-from .registry import create_operator, list_operators, register_operator
+from .registry import (OperatorEntry, create_operator, list_operators, operator_entry, register_operator,
+                       unregister_operator)
 
-register_operator("bilinear")(BilinearUpsample)
-register_operator("transposed")(TransposedUpsample)
+# bilinear is the parameter-free floor: the upsampler built for it is the resize alone (guided=False)
+register_operator("bilinear", summary="bilinear resize, no parameters (the floor)", guided=False)(BilinearUpsample)
+register_operator("transposed", summary="transposed convolution, kernel = stride = scale (LiFT-style)")(
+    TransposedUpsample)
 
 # WRC and Converse2d register "wrc-reference", "wrc-aligned", "wrc-exact" and "converse2d" on import.
 from .wrc import WRC, Converse2d
@@ -15,7 +18,10 @@ __all__ = [
     "TransposedUpsample",
     "WRC",
     "Converse2d",
+    "OperatorEntry",
     "create_operator",
     "list_operators",
+    "operator_entry",
     "register_operator",
+    "unregister_operator",
 ]

@@ -1,31 +1,88 @@
-"""Name → operator registry, so networks can swap the upsampling operator by name."""
+"""Name → operator registry: the one place an upsampling operator's name, factory and properties are declared.
+
+Every user of an operator name looks it up here: :func:`wrcup.models.build_upsampler` (and so training and
+checkpoint loading), ``wrcup train --operator`` (its choices and help) and ``wrcup info``. An operator registered
+by other code (``@register_operator("name")`` on a factory) can therefore be trained, saved and loaded like the
+built-in ones, as long as the registering module is imported before the checkpoint is loaded.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
-from .._checks import check_choice
 from .base import UpsampleOperator
 
-_FACTORIES: dict[str, Callable[..., UpsampleOperator]] = {}
+__all__ = ["OperatorEntry", "create_operator", "list_operators", "operator_entry", "register_operator",
+           "unregister_operator"]
 
 
-def register_operator(name: str):
-    """Decorator registering ``factory(channels, scale=2, **kwargs) -> UpsampleOperator`` under ``name``."""
+@dataclass(frozen=True)
+class OperatorEntry:
+    """What the registry holds for one operator name.
+
+    Attributes:
+        name: the registered name (what checkpoints record and ``--operator`` takes).
+        factory: ``factory(channels, scale=2, **options) -> UpsampleOperator``; its keyword options are the
+            operator's own (e.g. ``safeguards`` for the WRC modes).
+        summary: one line for help texts and ``wrcup info``.
+        guided: True: :func:`wrcup.models.build_upsampler` builds the image-guided network around the operator.
+            False: the operator alone, applied to the features, is the upsampler (the parameter-free baselines,
+            which have nothing for the guidance to steer). Any operator may still be put inside the guided
+            network explicitly (``WRCUpsampler(dim, p, operator=name)``).
+    """
+
+    name: str
+    factory: Callable[..., UpsampleOperator]
+    summary: str
+    guided: bool = True
+
+
+_ENTRIES: dict[str, OperatorEntry] = {}
+
+
+def register_operator(name: str, *, summary: str | None = None, guided: bool = True):
+    """Decorator registering ``factory(channels, scale=2, **options) -> UpsampleOperator`` under ``name``.
+
+    ``summary`` defaults to the first line of the factory's docstring; ``guided``: see :class:`OperatorEntry`.
+    """
+    if not isinstance(name, str) or not name.strip() or name != name.strip() or "," in name:
+        raise ValueError(f"operator name must be a non-empty string without surrounding spaces or commas, "
+                         f"got {name!r}")
 
     def wrap(factory):
-        if name in _FACTORIES:
+        if not callable(factory):
+            raise TypeError(f"register_operator({name!r}) must decorate a callable, got {type(factory).__name__}")
+        if name in _ENTRIES:
             raise ValueError(f"operator {name!r} is already registered")
-        _FACTORIES[name] = factory
+        text = summary if summary is not None else ((factory.__doc__ or "").strip().splitlines() or [""])[0]
+        _ENTRIES[name] = OperatorEntry(name, factory, text.strip(), bool(guided))
         return factory
 
     return wrap
 
 
+def unregister_operator(name: str) -> OperatorEntry:
+    """Remove ``name`` from the registry (e.g. a test's temporary operator); returns its entry."""
+    entry = operator_entry(name)
+    del _ENTRIES[name]
+    return entry
+
+
 def list_operators() -> list[str]:
-    return sorted(_FACTORIES)
+    """The registered operator names, sorted."""
+    return sorted(_ENTRIES)
+
+
+def operator_entry(name: str) -> OperatorEntry:
+    """The entry of ``name``; ValueError listing the registered names when there is none."""
+    entry = _ENTRIES.get(name) if isinstance(name, str) else None
+    if entry is None:
+        raise ValueError(f"operator must be one of the registered operators {', '.join(map(repr, list_operators()))}; "
+                         f"got {name!r} (an operator defined elsewhere is registered with "
+                         f"wrcup.nn.register_operator when its module is imported)")
+    return entry
 
 
 def create_operator(name: str, channels: int, scale: int = 2, **kwargs) -> UpsampleOperator:
     """Build the operator registered as ``name`` for ``channels`` channels and integer ``scale``."""
-    check_choice(name, "operator", list_operators())
-    return _FACTORIES[name](channels, scale=scale, **kwargs)
+    return operator_entry(name).factory(channels, scale=scale, **kwargs)

@@ -143,6 +143,11 @@ def _wrc_factory(mode: str):
     return factory
 
 
+_WRC_SUMMARIES = {
+    "reference": "weighted reverse convolution, the authors' closed form",
+    "aligned": "weighted reverse convolution, closed form with a centred kernel",
+    "exact": "weighted reverse convolution, exact weighted least-squares solve (PCG)",
+}
 for _mode in LAYER_MODES:
-    register_operator(f"wrc-{_mode}")(_wrc_factory(_mode))
-register_operator("converse2d")(Converse2d)
+    register_operator(f"wrc-{_mode}", summary=_WRC_SUMMARIES.get(_mode))(_wrc_factory(_mode))
+register_operator("converse2d", summary="Converse2D reverse convolution (constant weighting)")(Converse2d)

@@ -55,19 +55,6 @@ def tile_half(q_full: torch.Tensor, scale: int, width: int) -> torch.Tensor:
     return q_cols.repeat(*([1] * (q_full.ndim - 2)), scale, 1)
 
 
-def flip_periodic(z: torch.Tensor) -> torch.Tensor:
-    """z[-i mod H, -j mod W] for a full (non-half-plane) periodic map."""
-    return torch.roll(torch.flip(z, dims=(-2, -1)), shifts=(1, 1), dims=(-2, -1))
-
-
-def zero_insert(q: torch.Tensor, scale: int) -> torch.Tensor:
-    """Sᵀ: B×C×h×w → B×C×(s·h)×(s·w) with q at rows/cols 0, s, 2s, …"""
-    *lead, h, w = q.shape
-    out = q.new_zeros(*lead, h, scale, w, scale)
-    out[..., :, 0, :, 0] = q
-    return out.reshape(*lead, h * scale, w * scale)
-
-
 def alias_mean_half(z_half: torch.Tensor, scale: int, width: int) -> torch.Tensor:
     """↓avg of a Hermitian high-res spectrum given as its rfft2 half-plane → the full low-res h×w spectrum.
 

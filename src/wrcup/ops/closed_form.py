@@ -83,7 +83,8 @@ def _kernel3d(kernel: torch.Tensor, channels: int) -> torch.Tensor:
     return kernel
 
 
-def _check_common(y, kernel, scale, prior):
+def _check_solve_inputs(y, kernel, scale, prior):
+    """Check y B×C×h×w, kernel (≤ high-res grid), scale, prior B×C×sh×sw or None → (C×κ×κ kernel, scale)."""
     check_tensor(y, "y", 4)
     scale = check_positive_int(scale, "scale")
     B, C, h, w = y.shape
@@ -131,7 +132,7 @@ def reverse_conv(y: torch.Tensor, kernel: torch.Tensor, lam, scale: int, prior: 
     Returns:
         B×C×(s·h)×(s·w), uncropped, dtype of y.
     """
-    kernel, scale = _check_common(y, kernel, scale, prior)
+    kernel, scale = _check_solve_inputs(y, kernel, scale, prior)
     out_dtype = y.dtype
     dt = compute_dtype(y.dtype)
     with no_autocast(y.device):
@@ -186,7 +187,7 @@ def wrc_closed_form(
         B×C×(s·h)×(s·w), uncropped, dtype of y.
     """
     check_choice(mode, "mode", MODES_CLOSED_FORM)
-    kernel, scale = _check_common(y, kernel, scale, prior)
+    kernel, scale = _check_solve_inputs(y, kernel, scale, prior)
     B, C, h, w = y.shape
     check_tensor(weight_low, "weight_low")
     check_tensor(weight_high, "weight_high")

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from .._checks import check_choice, check_positive_int
 from .._io import atomic_path, read_json, write_json
+from ..nn import operator_entry
 from . import losses
 from .checkpoint import load_checkpoint, load_train_state, save_checkpoint
 from .targets import ImagePool, TargetSource, step_generator
@@ -93,6 +94,7 @@ class TrainConfig:
     def validate(self) -> None:
         if not self.data:
             raise ValueError("data: give at least one image folder")
+        operator_entry(self.operator)  # ValueError listing the registered operators
         check_positive_int(self.steps, "steps")
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.grad_accum, "grad_accum")
