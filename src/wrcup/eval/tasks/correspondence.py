@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from tqdm.auto import tqdm
 
 from ...data.registry import get_dataset, list_datasets
