@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "wrcup"
 #   →  backbones, data, viz (each on the base only)  →  models (networks + the backbone bundle)
 #   →  train, eval (both on models, backbones and data)  →  cli and the package root (wrcup.load)
 LAYERS = (
-    ("_checks", "_io"),
+    ("_checks", "_io", "_cache"),
     ("ops",),
     ("nn",),
     ("backbones", "data", "viz"),
@@ -37,8 +37,6 @@ LONG_FILES = {
     "ops/exact.py": "one concern: the exact weighted least-squares solve (PCG, its preconditioner and the implicit "
                     "backward)",
     "models/authors.py": "one concern: reading the authors' torch.save archives with a restricted unpickler",
-    "eval/tasks.py": "being split in issue 15 (lead removes after merge)",
-    "eval/metrics.py": "being split in issue 15 (lead removes after merge)",
     "train/trainer.py": "being split in issue 15 (lead removes after merge)",
     "cli/upsample.py": "being split in issue 15 (lead removes after merge)",
 }

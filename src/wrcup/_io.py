@@ -46,26 +46,3 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(1 << 22), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def read_cache_entry(path: str | os.PathLike | None, names: tuple[str, ...]) -> dict | None:
-    """The tensors of a safetensors cache entry, or None when there is none to use: no path, no file, or a file
-    that cannot be read or lacks one of ``names``. An unusable file (truncated by a crash of another tool, a full
-    disk, a bad copy) is removed with a warning, so the caller recomputes and rewrites it instead of failing."""
-    if path is None or not Path(path).is_file():
-        return None
-    from safetensors.torch import load_file
-
-    try:
-        tensors = load_file(str(path))
-        missing = [n for n in names if n not in tensors]
-        if not missing:
-            return tensors
-        problem = f"it lacks {', '.join(missing)}"
-    except Exception as err:  # safetensors raises its own error type, or OSError for unreadable files
-        problem = f"{type(err).__name__}: {err}"
-    import warnings
-
-    warnings.warn(f"cache entry {path} is unusable ({problem}); it is removed and recomputed", stacklevel=2)
-    Path(path).unlink(missing_ok=True)
-    return None

@@ -119,3 +119,33 @@ def test_bilinear_and_none_results_claim_no_operator(tmp_path, photos, checkpoin
                      "--quiet", "--out", str(out)]) == 0
         r = json.loads(out.read_text())
         assert r["method"] == method and r["operator"] is None
+
+
+def test_every_task_option_is_a_flag_of_eval_and_compare():
+    """Flags come from the tasks' options dataclasses: each field is reachable, with its default and choices."""
+    import argparse
+    import dataclasses
+
+    from wrcup.cli.main import build_parser
+    from wrcup.eval.tasks import get_task, list_tasks
+
+    def subparsers(parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices
+        return {}
+
+    evaluate = subparsers(build_parser())["eval"]
+    for task in list_tasks():
+        single = {a.dest: a for a in subparsers(evaluate)[task]._actions}
+        compare = {a.dest: a for a in subparsers(evaluate)["compare"]._actions}
+        for f in dataclasses.fields(get_task(task).options):
+            name = f.metadata.get("flag") or f.name
+            for action in (single[name], compare[f"{task.replace('-', '_')}__{name}"]):
+                if f.default is not dataclasses.MISSING and not f.metadata.get("positional"):
+                    assert action.default == f.default, (task, f.name)
+                if f.metadata.get("choices"):
+                    assert tuple(action.choices) == tuple(f.metadata["choices"]), (task, f.name)
+    davis = {a.dest: a.default for a in subparsers(evaluate)["davis"]._actions}
+    assert (davis["n_last"], davis["topk"], davis["radius"]) == (7, 5, 12)
+    assert {a.dest: a.default for a in subparsers(evaluate)["discovery"]._actions}["eps"] == 1e-5

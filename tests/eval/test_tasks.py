@@ -16,6 +16,7 @@ from wrcup.data import CAMVID_CLASSES
 from wrcup.eval import tasks
 from wrcup.eval.extract import FeatureExtractor
 from wrcup.eval.metrics import box_iou
+from wrcup.eval.tasks._common import subsample
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
@@ -152,8 +153,8 @@ def test_seg_probe_learns_an_easy_split_and_repeats_exactly(embedded_backbone, c
 
 
 def test_seg_probe_max_images_subsamples_evenly(embedded_backbone, camvid_root):
-    assert tasks._subsample(list(range(10)), 3) == [0, 3, 6]
-    assert tasks._subsample(list(range(3)), 5) == [0, 1, 2]
+    assert subsample(list(range(10)), 3) == [0, 3, 6]
+    assert subsample(list(range(3)), 5) == [0, 1, 2]
     ex = _extractor(embedded_backbone, "none")
     r = tasks.seg_probe(ex, "camvid", camvid_root, size=56, epochs=1, max_images=1, progress=False)
     assert r["num_train_images"] == 1 and r["num_val_images"] == 1

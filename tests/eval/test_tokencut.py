@@ -137,3 +137,32 @@ def test_bad_input_is_rejected():
         tokencut_box(torch.randn(4, 4, 4), (64, 64), eps=0.0)
     with pytest.raises(ValueError, match="weights"):
         ncut_eigenvector(torch.randn(3, 4))
+
+
+def test_seed_component_matches_scipy_labelling():
+    """The flood fill that replaced scipy.ndimage.label (4-connectivity) finds the same component."""
+    ndimage = pytest.importorskip("scipy.ndimage", reason="scipy (dev extra) is the oracle here")
+    from wrcup.eval.tokencut import _component
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        region = rng.random((9, 13)) > 0.45
+        cells = np.argwhere(region)
+        if not len(cells):
+            continue
+        start = tuple(cells[rng.integers(len(cells))])
+        labels, _ = ndimage.label(region)
+        np.testing.assert_array_equal(_component(region, start), labels == labels[start])
+
+
+def test_tokencut_box_needs_no_scipy(monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "scipy" or m.startswith("scipy.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "scipy", None)  # import scipy now fails
+    keys = torch.randn(8, 6, 6, generator=torch.Generator().manual_seed(0))
+    box, mask = tokencut_box(keys, (84, 84))
+    assert mask.shape == (6, 6) and bool(mask.any()) and len(box) == 4
+    with pytest.raises(ImportError, match="pip install scipy"):
+        ncut_eigenvector(torch.ones(2100, 2100, dtype=torch.float64), solver="lanczos")

@@ -3,7 +3,10 @@
 Images are float32 3×H×W tensors in [0, 1]; label maps are int64 H×W (255 = ignore); boxes are float32 K×4
 [x0, y0, x1, y1] in pixel-edge coordinates; keypoints are float32 K×2 (x, y). Each reader documents the
 directory layout it expects and raises :class:`DatasetLayoutError` naming the root and the missing part.
+Readers register themselves by task kind in :mod:`wrcup.data.registry` (``list_datasets(kind)``).
 """
+# imported first so that the readers register in the order the task help lists them
+from . import detection, segmentation  # noqa: F401  (isort: skip)
 from .correspondence import (
     HomographyPair,
     SPairDataset,
@@ -15,9 +18,10 @@ from .correspondence import (
     synthetic_homography_pairs,
     warp_perspective,
 )
-from .davis import DavisDataset, davis_first_frame_boxes, mask_box, parse_davis_list
+from .davis import DavisDataset, DavisForeground, davis_fg_split, davis_first_frame_boxes, mask_box, parse_davis_list
 from .depth import NYUv2DepthDataset
 from .detection import Coco20kDataset, VOCDetectionDataset, parse_voc_xml
+from .registry import DatasetEntry, get_dataset, list_datasets, register_dataset
 from .images import (
     IMAGE_EXTENSIONS,
     DatasetLayoutError,
@@ -46,6 +50,10 @@ from .segmentation import (
 )
 
 __all__ = [
+    "DatasetEntry",
+    "get_dataset",
+    "list_datasets",
+    "register_dataset",
     "IMAGE_EXTENSIONS",
     "DatasetLayoutError",
     "ImageFolder",
@@ -57,6 +65,8 @@ __all__ = [
     "load_label",
     "resize_short_side",
     "DavisDataset",
+    "DavisForeground",
+    "davis_fg_split",
     "davis_first_frame_boxes",
     "mask_box",
     "parse_davis_list",

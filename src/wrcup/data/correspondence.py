@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_positive_int
+from .registry import register_dataset
 from .images import DatasetLayoutError, ImageReadError, load_image
 
 # ------------------------------------------------------------------------------------------------ SPair-71k
@@ -296,6 +297,53 @@ def synthetic_homography_pairs(
         hom = random_homography(h, w, max_shift, generator)
         pairs.append(_pair_sample(image, warp_perspective(image, hom), hom, grid_step))
     return pairs
+
+
+# ------------------------------------------------------------------------------------------- registration
+def _spair_pairs(root, select: Callable, prepare: Callable, split: str = "test", category: str | None = None):
+    data = SPairDataset(root, split=split, category=category)
+    for i in select(list(range(len(data)))):
+        s = data[i]
+        yield {"source": s["source_image"], "target": s["target_image"], "source_points": s["source_points"],
+               "target_points": s["target_points"], "pck_threshold": s["pck_threshold"],
+               "valid": torch.ones(len(s["source_points"]), dtype=torch.bool),
+               "source_path": s["source_path"], "target_path": s["target_path"]}
+
+
+def _homography_pairs(root, select: Callable, prepare: Callable, grid_step: int = 16):
+    data = HomographyPair(root, grid_step=grid_step)
+    s = data[0]
+    yield {**{k: s[k] for k in ("source", "target", "source_points", "target_points", "pck_threshold", "valid")},
+           "source_path": data.source_path, "target_path": data.target_path}
+
+
+def _synthetic_pairs(root, select: Callable, prepare: Callable, pairs_per_image: int = 2, max_shift: float = 0.15,
+                     grid_step: int = 16, seed: int = 0):
+    """Pairs of every photo of the folder ``root`` (after ``prepare``) and its seeded random homographies; each
+    pair's ``tag`` names its generated target (seed, position, shift), so the target's features can be cached."""
+    import zlib
+
+    from .images import list_images
+
+    photos = select(sorted(list_images(root)))
+    if not photos:
+        raise ValueError(f"synthetic: no photos in {str(root)!r}")
+    for path in photos:
+        photo = prepare(load_image(path))
+        # one generator per photo, seeded from its name: its pairs do not depend on which photos are used
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(Path(path).name.encode()))
+        pairs = synthetic_homography_pairs(photo, pairs_per_image, generator=generator, max_shift=max_shift,
+                                           grid_step=grid_step)
+        for j, s in enumerate(pairs):
+            yield {**s, "source_path": path, "target_path": path, "tag": f"synthetic|{seed}|{j}|{max_shift}"}
+
+
+register_dataset("correspondence", "spair", _spair_pairs, options=("split", "category"), help="SPair-71k pairs")
+register_dataset("correspondence", "homography", _homography_pairs, options=("grid_step",),
+                 help="graf1/graf3 with H1to3p.xml (opencv-doc)")
+register_dataset("correspondence", "synthetic", _synthetic_pairs,
+                 options=("pairs_per_image", "max_shift", "grid_step", "seed"),
+                 help="seeded random homographies of every photo in a folder")
 
 
 __all__ = [

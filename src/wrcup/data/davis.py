@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from .._checks import check_choice
+from .registry import register_dataset
 from .images import DatasetLayoutError, ImageReadError, load_image, load_label
 
 _LAYOUT = (
@@ -187,4 +188,72 @@ def davis_first_frame_boxes(dataset: DavisDataset) -> list[dict]:
     return out
 
 
-__all__ = ["DavisDataset", "davis_first_frame_boxes", "mask_box", "parse_davis_list"]
+def davis_fg_split(sequences: list[str], train_sequences=None, test_sequences=None, n_train: int = 3):
+    """Disjoint train / test sequence lists for the DAVIS foreground probe.
+
+    Defaults: the sorted sequence list split into its first ``n_train`` (train) and the rest (test).
+    Raises ValueError when a named sequence is unknown, a list is empty, or the two lists overlap.
+    """
+    ordered = sorted(sequences)
+    train = list(train_sequences) if train_sequences else ordered[:n_train]
+    test = list(test_sequences) if test_sequences else [s for s in ordered if s not in train]
+    for name, chosen in (("train_sequences", train), ("test_sequences", test)):
+        unknown = [s for s in chosen if s not in ordered]
+        if unknown:
+            raise ValueError(f"{name}: unknown DAVIS sequences {unknown} (have {ordered})")
+        if not chosen:
+            raise ValueError(f"{name} is empty: DAVIS root has only {len(ordered)} sequences")
+    overlap = sorted(set(train) & set(test))
+    if overlap:
+        raise ValueError(f"train_sequences and test_sequences must be disjoint, both contain {overlap}")
+    return train, test
+
+
+class DavisForeground:
+    """Foreground/background segmentation on DAVIS frames: the frames of the ``split`` side ("train" or "test")
+    of :func:`davis_fg_split`, every ``frame_step``-th annotated frame, labels 0 background, 1 any object (2017
+    void 255 is background, as in the DAVIS toolkit). Items as the segmentation readers':
+    ``{"image_path", "image", "label"}``; ``settings`` records the sequences used."""
+
+    num_classes = 2
+    class_names = ("background", "foreground")
+
+    def __init__(self, root, split: str = "train", train_sequences=None, test_sequences=None, frame_step: int = 5,
+                 davis_year: str = "2016", davis_split: str = "val"):
+        check_choice(split, "split", ("train", "test"))
+        self.davis = DavisDataset(root, year=davis_year, split=davis_split)
+        train, test = davis_fg_split(self.davis.sequences, train_sequences, test_sequences)
+        self.settings = {"train_sequences": train, "test_sequences": test, "frame_step": frame_step,
+                         "davis_year": davis_year, "davis_split": davis_split}
+        self.samples = []
+        for seq in train if split == "train" else test:
+            frames = {p.stem: p for p in self.davis.frames(seq)}
+            for mask in self.davis.masks(seq)[::frame_step]:
+                if mask.stem in frames:
+                    self.samples.append((frames[mask.stem], mask))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        frame, mask = self.samples[index]
+        return {"image_path": frame, "image": self.davis.load_frame(frame),
+                "label": (self.davis.load_mask(mask) > 0).long()}
+
+
+def _first_frame_boxes(root, davis_year: str = "2016", davis_split: str = "val") -> list[dict]:
+    data = DavisDataset(root, year=davis_year, split=davis_split)
+    return [{"image_path": e["image_path"], "boxes": e["boxes"], "name": e["name"]}
+            for e in davis_first_frame_boxes(data)]
+
+
+register_dataset("segmentation", "davis-fg", DavisForeground, splits=("train", "test"),
+                 options=("train_sequences", "test_sequences", "frame_step", "davis_year", "davis_split"),
+                 help="DAVIS foreground/background, training and test sequences disjoint")
+# the box around each object of each sequence's first-frame mask; DAVIS follows VOC's TokenCut threshold
+register_dataset("discovery", "davis-first-frames", _first_frame_boxes, options=("davis_year", "davis_split"),
+                 help="DAVIS first frames", tau=0.2, loader=DavisDataset.load_frame)
+
+
+__all__ = ["DavisDataset", "DavisForeground", "davis_fg_split", "davis_first_frame_boxes", "mask_box",
+           "parse_davis_list"]

@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .registry import register_dataset
 from .images import IMAGE_EXTENSIONS, DatasetLayoutError, ImageReadError, load_image, load_label
 
 _LAYOUT = "<root>/<split>/rgb/<name>.png|jpg and <root>/<split>/depth/<name>.png (uint16 mm) or <name>.npy (metres)"
@@ -84,3 +85,6 @@ class NYUv2DepthDataset(torch.utils.data.Dataset):
 
 
 __all__ = ["NYUv2DepthDataset"]
+
+
+register_dataset("depth", "nyuv2", NYUv2DepthDataset, splits=("train", "test"), help="NYUv2 (rgb/ and depth/ per split)")

@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from .registry import register_dataset
 from .images import DatasetLayoutError, ImageReadError, load_image
 
 _VOC_LAYOUT = "<root>/Annotations/<id>.xml, <root>/JPEGImages/<id>.jpg, <root>/ImageSets/Main/<split>.txt"
@@ -215,3 +216,29 @@ class Coco20kDataset(torch.utils.data.Dataset):
 
 
 __all__ = ["VOCDetectionDataset", "Coco20kDataset", "parse_voc_xml"]
+
+
+# ------------------------------------------------------------------------------------------- registration
+def _voc_boxes(year: str):
+    def items(root, split: str = "trainval") -> list[dict]:
+        data = VOCDetectionDataset(root, year=year, split=split, load_images=False)
+        return [{"image_path": s["image_path"], "boxes": s["boxes"], "name": Path(s["image_path"]).stem}
+                for s in (data[i] for i in range(len(data)))]
+    return items
+
+
+def _coco20k_boxes(root, coco_annotations=None, coco_image_list=None) -> list[dict]:
+    if coco_annotations is None or coco_image_list is None:
+        raise ValueError("coco20k needs coco_annotations (instances JSON) and coco_image_list (text file)")
+    data = Coco20kDataset(root, coco_annotations, coco_image_list, load_images=False)
+    return [{"image_path": s["image_path"], "boxes": s["boxes"], "name": Path(s["image_path"]).stem}
+            for s in (data[i] for i in range(len(data)))]
+
+
+# TokenCut's cosine thresholds: 0.2 on VOC, 0.3 on COCO20K
+register_dataset("discovery", "voc07", _voc_boxes("2007"), options=("split",), help="VOC2007 boxes",
+                 tau=0.2, loader=load_image)
+register_dataset("discovery", "voc12", _voc_boxes("2012"), options=("split",), help="VOC2012 boxes",
+                 tau=0.2, loader=load_image)
+register_dataset("discovery", "coco20k", _coco20k_boxes, options=("coco_annotations", "coco_image_list"),
+                 help="COCO20K", tau=0.3, loader=load_image)

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 
 from .._checks import check_choice
+from .registry import register_dataset
 from .images import IMAGE_EXTENSIONS, DatasetLayoutError, ImageReadError, load_image, load_label
 
 IGNORE_INDEX = 255
@@ -329,3 +330,12 @@ __all__ = [
     "COCO_STUFF_USED_IDS",
     "IGNORE_INDEX",
 ]
+
+
+# ------------------------------------------------------------------------------------------- registration
+# (training split, evaluation split) of each reader: what a linear probe trains on and is scored on
+register_dataset("segmentation", "camvid", CamVidDataset, splits=("train", "val"), help="CamVid (SegNet layout)")
+register_dataset("segmentation", "voc", VOCSegmentationDataset, splits=("train", "val"), help="PASCAL VOC 2012")
+register_dataset("segmentation", "ade20k", ADE20KDataset, splits=("training", "validation"), help="ADE20K")
+register_dataset("segmentation", "cityscapes", CityscapesDataset, splits=("train", "val"), help="Cityscapes")
+register_dataset("segmentation", "cocostuff", CocoStuffDataset, splits=("train2017", "val2017"), help="COCO-Stuff")

@@ -3,136 +3,89 @@ models and methods in one go (JSON, Markdown table, dot chart)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from ..models.names import DEFAULT_CHECKPOINT
-from .tasks import TASKS
-
-_METHODS = ("none", "bilinear", "learned")
+from .extract import get_method, list_methods
+from .tasks import get_task, list_tasks
 
 
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-# Per-task options: (name, argparse keyword arguments). The name is the runner's keyword argument (except
-# fidelity's "images"/"every", turned into image paths); "required" is enforced when the task runs, so that
-# ``compare`` can offer every task's options under a ``--<task>-`` prefix.
-TASK_OPTIONS: dict[str, list[tuple[str, dict]]] = {
-    "fidelity": [
-        ("images", dict(nargs="+", required=True, help="image files or folders")),
-        ("size", dict(type=int, default=224, help="input shorter side (target: twice this)")),
-        ("every", dict(type=int, default=1, help="use every k-th image (sorted)")),
-    ],
-    "davis": [
-        ("root", dict(required=True, help="DAVIS-layout root")),
-        ("year", dict(default="2016", choices=("2016", "2017"))),
-        ("split", dict(default="val")),
-        ("size", dict(type=int, default=448, help="frame shorter side")),
-        ("sequences", dict(nargs="*", default=None)),
-        ("temperature", dict(type=float, default=0.1)),
-    ],
-    "seg-probe": [
-        ("dataset", dict(required=True, choices=("camvid", "voc", "ade20k", "cityscapes", "cocostuff", "davis-fg"))),
-        ("root", dict(required=True, help="dataset root in the reader's standard layout")),
-        ("size", dict(type=int, default=448, help="input size (training: size×size centre crops; "
-                                                  "evaluation: shorter side)")),
-        ("epochs", dict(type=int, default=20)),
-        ("lr", dict(type=float, default=5e-4)),
-        ("batch_size", dict(type=int, default=4)),
-        ("max_images", dict(type=int, default=None, help="at most this many images per split (spread evenly)")),
-        ("train_split", dict(default=None, help="reader split to train on (default: the dataset's train)")),
-        ("val_split", dict(default=None, help="reader split to evaluate on (default: the dataset's val)")),
-        ("train_sequences", dict(nargs="*", default=None, help="davis-fg: training sequences")),
-        ("test_sequences", dict(nargs="*", default=None, help="davis-fg: test sequences")),
-        ("frame_step", dict(type=int, default=5, help="davis-fg: every k-th annotated frame")),
-        ("davis_year", dict(default="2016", choices=("2016", "2017"))),
-        ("davis_split", dict(default="val")),
-        ("seed", dict(type=int, default=0)),
-    ],
-    "depth-probe": [
-        ("root", dict(required=True, help="NYUv2-layout root (<root>/<split>/rgb, <root>/<split>/depth)")),
-        ("size", dict(type=int, default=448)),
-        ("epochs", dict(type=int, default=20)),
-        ("lr", dict(type=float, default=5e-4)),
-        ("batch_size", dict(type=int, default=4)),
-        ("max_images", dict(type=int, default=None)),
-        ("train_split", dict(default="train")),
-        ("val_split", dict(default="test")),
-        ("seed", dict(type=int, default=0)),
-    ],
-    "discovery": [
-        ("dataset", dict(required=True, choices=("voc07", "voc12", "coco20k", "davis-first-frames"))),
-        ("root", dict(required=True, help="VOC<year> folder, COCO image folder, or DAVIS root")),
-        ("size", dict(type=int, default=448)),
-        ("tau", dict(type=float, default=None, help="graph threshold (default 0.2 VOC/DAVIS, 0.3 COCO20K)")),
-        ("max_images", dict(type=int, default=None)),
-        ("split", dict(default="trainval", help="VOC image set")),
-        ("coco_annotations", dict(default=None, help="coco20k: instances JSON")),
-        ("coco_image_list", dict(default=None, help="coco20k: image list text file")),
-        ("davis_year", dict(default="2016", choices=("2016", "2017"))),
-        ("davis_split", dict(default="val")),
-        ("remove_key_bias", dict(action=argparse.BooleanOptionalAction, default=True,
-                                 help="subtract the key projection's bias (attention ignores it) before TokenCut")),
-    ],
-    "correspondence": [
-        ("dataset", dict(required=True, choices=("spair", "homography", "synthetic"))),
-        ("root", dict(required=True, help="SPair-71k root, folder with graf1/graf3/H1to3p.xml, or photo folder")),
-        ("size", dict(type=int, default=448)),
-        ("max_images", dict(type=int, default=None)),
-        ("split", dict(default="test", help="SPair split")),
-        ("category", dict(default=None, help="SPair category")),
-        ("pairs_per_image", dict(type=int, default=2, help="synthetic: homographies per photo")),
-        ("max_shift", dict(type=float, default=0.15, help="synthetic: corner shift bound (fraction of size)")),
-        ("grid_step", dict(type=int, default=16, help="homography/synthetic: keypoint grid step (px)")),
-        ("seed", dict(type=int, default=0)),
-    ],
-}
-
-_HELP = {
-    "fidelity": "cosine / NMSE against the backbone's features at twice the resolution",
-    "davis": "video object segmentation by label propagation (J&F)",
-    "seg-probe": "semantic segmentation by a linear probe (mIoU, pixel accuracy)",
-    "depth-probe": "monocular depth by a linear probe on NYUv2-layout data (RMSE, δ1)",
-    "discovery": "object discovery by TokenCut on the last block's keys (CorLoc)",
-    "correspondence": "keypoint transfer by nearest neighbours (PCK@0.1/0.05/0.01)",
-}
+# Every task's options are the fields of its options dataclass (wrcup.eval.tasks.<task>): flag names, defaults,
+# choices and help come from there. A required option is enforced when the task runs, so that ``compare`` can
+# offer every task's options under a ``--<task>-`` prefix.
+def _flag_name(f) -> str:
+    return f.metadata.get("flag") or f.name
 
 
-def _dest(task: str, name: str, prefixed: bool) -> str:
-    return f"{task.replace('-', '_')}__{name}" if prefixed else name
+def _dest(task: str, f, prefixed: bool) -> str:
+    return f"{task.replace('-', '_')}__{_flag_name(f)}" if prefixed else _flag_name(f)
+
+
+def _flag(task: str, f, prefixed: bool) -> str:
+    return "--" + (f"{task}-" if prefixed else "") + _flag_name(f).replace("_", "-")
+
+
+def _is_required(f) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _argparse_kwargs(f) -> dict:
+    """argparse keywords of one option field, from its type annotation, default and metadata."""
+    annotation = str(f.type)
+    default = None if _is_required(f) else f.default
+    help_text = f.metadata.get("help", "")
+    if annotation == "bool":
+        return dict(action=argparse.BooleanOptionalAction, default=default, help=help_text)
+    kwargs: dict = {"default": default}
+    if annotation.startswith("list"):
+        kwargs["nargs"] = "+" if _is_required(f) else "*"
+    elif annotation.startswith("int"):
+        kwargs["type"] = int
+    elif annotation.startswith("float"):
+        kwargs["type"] = float
+    choices = f.metadata.get("choices")
+    if choices is not None:
+        kwargs["choices"] = choices
+    else:
+        kwargs["metavar"] = _flag_name(f).upper()
+    if default is not None:
+        help_text = f"{help_text} (default: {default})"
+    kwargs["help"] = help_text
+    return {k: v for k, v in kwargs.items() if v is not None or k == "default"}
 
 
 def _add_task_options(p, task: str, prefixed: bool) -> None:
-    for name, kwargs in TASK_OPTIONS[task]:
-        kwargs = dict(kwargs)
-        kwargs.pop("required", None)
-        if "choices" not in kwargs and "action" not in kwargs:
-            kwargs.setdefault("metavar", name.upper())
-        flag = "--" + (f"{task}-" if prefixed else "") + name.replace("_", "-")
-        if task == "fidelity" and name == "images" and not prefixed:
-            p.add_argument("images", **kwargs)
+    for f in dataclasses.fields(get_task(task).options):
+        kwargs = _argparse_kwargs(f)
+        if f.metadata.get("positional") and not prefixed:
+            kwargs.pop("default")
+            kwargs["nargs"] = "+"
+            p.add_argument(_flag_name(f), **kwargs)
             continue
-        p.add_argument(flag, dest=_dest(task, name, prefixed), **kwargs)
+        p.add_argument(_flag(task, f, prefixed), dest=_dest(task, f, prefixed), **kwargs)
 
 
 def task_options(task: str, args, prefixed: bool = False) -> dict:
-    """The runner's keyword arguments for ``task`` from parsed ``args`` (``--<task>-`` options when
-    ``prefixed``); ValueError naming the flag when a required one is missing."""
+    """The task's options (as run and recorded: e.g. fidelity's folders expanded into image files) from parsed
+    ``args`` (``--<task>-`` options when ``prefixed``); ValueError naming the flag when a required one is
+    missing or a value is not among its choices."""
+    spec = get_task(task)
     options = {}
-    for name, kwargs in TASK_OPTIONS[task]:
-        value = getattr(args, _dest(task, name, prefixed))
-        if kwargs.get("required") and value in (None, []):
-            flag = "--" + (f"{task}-" if prefixed else "") + name.replace("_", "-")
-            raise ValueError(f"task {task!r} needs {flag}")
-        options[name] = value
+    for f in dataclasses.fields(spec.options):
+        value = getattr(args, _dest(task, f, prefixed))
+        if _is_required(f) and value in (None, []):
+            raise ValueError(f"task {task!r} needs {_flag(task, f, prefixed)}")
+        options[f.name] = value
     if prefixed and getattr(args, "size", None) is not None:
         options["size"] = args.size
-    if task == "fidelity":
-        options["image_paths"] = _image_list(options.pop("images"), options.pop("every"))
-    return options
+    return spec.make_options(**options).resolved().as_dict()
 
 
 def _common(p) -> None:
@@ -146,17 +99,19 @@ def _common(p) -> None:
 
 def add_eval_parser(sub) -> None:
     ev = sub.add_parser("eval", help="evaluate an upsampler on a task").add_subparsers(dest="task", required=True)
-    for task in TASKS:
-        p = ev.add_parser(task, help=_HELP[task])
+    for task in list_tasks():
+        p = ev.add_parser(task, help=get_task(task).help)
         p.add_argument("--model", default=DEFAULT_CHECKPOINT,
                        help="checkpoint name or .safetensors path (or, for --method none/bilinear, a backbone name)")
-        p.add_argument("--method", default="learned", choices=_METHODS)
+        p.add_argument("--method", default="learned", choices=list_methods(),
+                       help="; ".join(f"{m}: {get_method(m).help}" for m in list_methods()) + " (default: learned)")
         _common(p)
         _add_task_options(p, task, prefixed=False)
         p.set_defaults(func=_run)
     p = ev.add_parser("compare", help="several tasks × methods × models in one run: JSON, Markdown table, dot chart")
-    p.add_argument("--tasks", type=_csv, required=True, help=f"comma-separated, from {', '.join(TASKS)}")
-    p.add_argument("--methods", type=_csv, default=list(_METHODS), help="comma-separated (default all three)")
+    p.add_argument("--tasks", type=_csv, required=True, help=f"comma-separated, from {', '.join(list_tasks())}")
+    p.add_argument("--methods", type=_csv, default=list_methods(),
+                   help=f"comma-separated, from {', '.join(list_methods())} (default: all)")
     p.add_argument("--models", nargs="+", default=[DEFAULT_CHECKPOINT],
                    help="checkpoints (names or .safetensors paths) or backbone names (no 'learned' for those)")
     p.add_argument("--size", type=int, default=None, help="input size for every task (default: each task's own)")
@@ -164,24 +119,15 @@ def add_eval_parser(sub) -> None:
                    help="folder keeping every finished task × method × model result; a rerun reuses them "
                         "(default: OUT without its suffix + '.parts'; 'none' to keep nothing)")
     _common(p)
-    for task in TASKS:
+    for task in list_tasks():
         _add_task_options(p.add_argument_group(f"{task} (with --tasks {task})"), task, prefixed=True)
     p.set_defaults(func=_run_compare, task="compare")
 
 
 def _image_list(items: list[str], every: int) -> list[Path]:
-    from ..data.images import list_images
+    from .tasks.fidelity import image_list
 
-    paths: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            paths.extend(list_images(p))
-        elif p.is_file():
-            paths.append(p)
-        else:
-            raise FileNotFoundError(f"images: no such file or folder: {item}")
-    return sorted(paths)[::max(1, every)]
+    return image_list(items, every)
 
 
 def _setup(args):
@@ -225,12 +171,12 @@ def _run_compare(args) -> int:
     from .compare import run_compare, write_outputs
 
     device = _setup(args)
-    unknown = [t for t in args.tasks if t not in TASKS]
+    unknown = [t for t in args.tasks if t not in list_tasks()]
     if unknown or not args.tasks:
-        raise ValueError(f"--tasks must name tasks from {', '.join(TASKS)}; got {args.tasks}")
-    bad = [m for m in args.methods if m not in _METHODS]
+        raise ValueError(f"--tasks must name tasks from {', '.join(list_tasks())}; got {args.tasks}")
+    bad = [m for m in args.methods if m not in list_methods()]
     if bad or not args.methods:
-        raise ValueError(f"--methods must name methods from {', '.join(_METHODS)}; got {args.methods}")
+        raise ValueError(f"--methods must name methods from {', '.join(list_methods())}; got {args.methods}")
     options = {task: task_options(task, args, prefixed=True) for task in args.tasks}
     out = Path(args.out or "wrcup-compare.json")
     parts = None if args.parts == "none" else Path(args.parts) if args.parts else out.with_suffix(".parts")

@@ -8,26 +8,21 @@ long comparison that is interrupted (or extended by a model) resumes without rec
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import tempfile
 from pathlib import Path
 
-from .._checks import check_choice
+from .._cache import cache_key
 from .._io import atomic_path, file_sha256
-from .extract import METHODS, FeatureExtractor, load_model
-from .tasks import TASKS, run_task
+from .extract import FeatureExtractor, get_method, load_model
+from .tasks import get_task, run_task
 
-# The headline number of each task: (key in the runner's result, higher is better, label)
-PRIMARY_METRICS = {
-    "fidelity": ("cosine", True, "fidelity cosine"),
-    "davis": ("J&F-Mean", True, "DAVIS J&F"),
-    "seg-probe": ("mIoU", True, "seg mIoU"),
-    "depth-probe": ("rmse", False, "depth RMSE"),
-    "discovery": ("corloc", True, "CorLoc"),
-    "correspondence": ("pck@0.1", True, "PCK@0.1"),
-}
+
+def _primary(task: str) -> tuple[str, bool, str]:
+    """The headline number of a task (its registry entry): (key in the result, higher is better, label)."""
+    spec = get_task(task)
+    return spec.metric, spec.higher_is_better, spec.label
 
 
 def _is_checkpoint(name_or_path) -> bool:
@@ -39,7 +34,7 @@ def _is_checkpoint(name_or_path) -> bool:
 def _cell_key(task: str, method: str, subject: str, options: dict, weights_identity: str) -> str:
     """Identity of one result: what was measured, on what (subject and backbone weights), with which options."""
     record = {"task": task, "method": method, "subject": subject, "options": options, "weights": weights_identity}
-    return hashlib.sha1(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return cache_key(record, length=16, structured=True)
 
 
 def _load_part(path: Path, key: str) -> dict | None:
@@ -75,9 +70,9 @@ def run_compare(tasks: list[str], methods: list[str], models: list[str], task_op
     from ..models.bundle import checkpoint_path
 
     for t in tasks:
-        check_choice(t, "tasks", TASKS)
+        get_task(t)
     for m in methods:
-        check_choice(m, "methods", METHODS)
+        get_method(m)
     if not tasks or not methods or not models:
         raise ValueError("tasks, methods and models must each name at least one entry")
     task_options = task_options or {}
@@ -131,14 +126,13 @@ def run_compare(tasks: list[str], methods: list[str], models: list[str], task_op
                     runs.append(run)
     return {"tasks": list(tasks), "methods": list(methods), "models": [str(m) for m in models], "runs": runs,
             "options": {t: {k: v for k, v in task_options.get(t, {}).items()} for t in tasks},
-            "primary_metrics": {t: {"key": PRIMARY_METRICS[t][0], "higher_is_better": PRIMARY_METRICS[t][1],
-                                    "label": PRIMARY_METRICS[t][2]} for t in tasks}}
+            "primary_metrics": {t: dict(zip(("key", "higher_is_better", "label"), _primary(t))) for t in tasks}}
 
 
-def _primary(run: dict) -> float | None:
+def _primary_value(run: dict) -> float | None:
     if "result" not in run:
         return None
-    value = run["result"].get(PRIMARY_METRICS[run["task"]][0])
+    value = run["result"].get(_primary(run["task"])[0])
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
@@ -169,12 +163,12 @@ def markdown_table(result: dict) -> str:
     """Rows as :func:`table_rows`, columns the primary metric of each task (↑ higher / ↓ lower is better)."""
     tasks = result["tasks"]
     header = ["model", "method"] + [
-        f"{PRIMARY_METRICS[t][2]} {'↑' if PRIMARY_METRICS[t][1] else '↓'}" for t in tasks]
+        f"{_primary(t)[2]} {'↑' if _primary(t)[1] else '↓'}" for t in tasks]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * len(tasks)) + "|"]
     for label, method_label, runs in table_rows(result):
         cells = [label, method_label]
         for task in tasks:
-            value = _primary(runs[task]) if task in runs else None
+            value = _primary_value(runs[task]) if task in runs else None
             cells.append("—" if value is None else f"{value:.4f}" if task == "fidelity" else f"{value:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -201,7 +195,7 @@ def comparison_figure(result: dict):
     several_models = len({label for label, _, _ in rows}) > 1
     labels = [f"{label}\n{method_label}" if several_models else method_label for label, method_label, _ in rows]
     for ax, task in zip(axes[0], tasks):
-        points = [(i, _primary(runs[task])) for i, (_, _, runs) in enumerate(rows) if task in runs]
+        points = [(i, _primary_value(runs[task])) for i, (_, _, runs) in enumerate(rows) if task in runs]
         points = [(i, v) for i, v in points if v is not None]
         for i, v in points:
             ax.plot(i, v, "o", color=colours[i % len(colours)], markersize=7)
@@ -213,7 +207,7 @@ def comparison_figure(result: dict):
         ax.set_xlim(-0.5, len(rows) - 0.5)
         ax.set_xticks(range(len(rows)), labels, fontsize=7, rotation=30 if len(rows) > 3 else 0)
         ax.grid(axis="y", alpha=0.3)
-        _, higher, label = PRIMARY_METRICS[task]
+        _, higher, label = _primary(task)
         ax.set_title(f"{label} ({'higher' if higher else 'lower'} is better)", fontsize=9)
     fig.tight_layout()
     return fig

@@ -11,16 +11,68 @@ on top.
 """
 from __future__ import annotations
 
-import hashlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from .._checks import check_choice
-from .._io import atomic_path, file_sha256
+from .._cache import cache_key, read_entry, write_entry
+from .._io import file_sha256
 
-METHODS = ("none", "bilinear", "learned")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A way to get features from the backbone's: ``apply(extractor, images B×3×H×W, low B×C×h×w)`` → features on
+    a grid ``scale`` times the backbone's."""
+
+    name: str
+    scale: int
+    help: str
+    apply: Callable
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(name: str, scale: int, help: str):
+    """Decorator registering ``apply`` as method ``name``."""
+    def decorate(apply: Callable) -> Callable:
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} is already registered")
+        _METHODS[name] = Method(name, scale, help, apply)
+        return apply
+    return decorate
+
+
+def list_methods() -> list[str]:
+    """The method names, in registration order."""
+    return list(_METHODS)
+
+
+def get_method(name: str) -> Method:
+    return _METHODS[check_choice(name, "method", list_methods())]
+
+
+@register_method("none", 1, "the backbone's own grid")
+def _none(extractor, images, low):
+    return low
+
+
+@register_method("bilinear", 2, "the backbone's features upsampled 2× bilinearly")
+def _bilinear(extractor, images, low):
+    return F.interpolate(low, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+@register_method("learned", 2, "the checkpoint's trained upsampler (2× grid)")
+def _learned(extractor, images, low):
+    return extractor.upsampler(extractor.backbone.normalise(images.to(low.device)), low)
+
+
+METHODS = tuple(list_methods())
 
 
 def load_model(name_or_path: str, method: str, device=None, backbone_weights=None):
@@ -29,7 +81,7 @@ def load_model(name_or_path: str, method: str, device=None, backbone_weights=Non
     from .. import backbones
     from ..models.bundle import SHIPPED_CHECKPOINTS, load
 
-    check_choice(method, "method", METHODS)
+    get_method(method)
     is_checkpoint = str(name_or_path) in SHIPPED_CHECKPOINTS or str(name_or_path).endswith(".safetensors")
     if is_checkpoint:
         bundle = load(name_or_path, device=device, backbone_weights=backbone_weights)
@@ -45,11 +97,11 @@ class FeatureExtractor:
 
     def __init__(self, backbone, upsampler, method: str, cache_dir: str | Path | None = None):
         self.backbone, self.upsampler = backbone, upsampler
-        self.method = check_choice(method, "method", METHODS)
+        self.method = get_method(method).name
         if method == "learned" and upsampler is None:
             raise ValueError("method 'learned' needs a trained upsampler")
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.scale = 1 if method == "none" else 2
+        self.scale = get_method(method).scale
 
     @property
     def device(self):
@@ -60,36 +112,33 @@ class FeatureExtractor:
         or a key): keyed by the backbone's name and weights, so other weights never read these entries."""
         if self.cache_dir is None or key is None:
             return None
-        tag = f"{kind}|{self.backbone.name}|{self.backbone.weights_identity()}|{tuple(size)}|{key}"
-        return self.cache_dir / (hashlib.sha1(tag.encode()).hexdigest()[:24] + ".safetensors")
+        name = cache_key({"kind": kind, "backbone": self.backbone.name, "weights": self.backbone.weights_identity(),
+                          "size": tuple(size), "image": key}, length=24)
+        return self.cache_dir / (name + ".safetensors")
 
     def low_res(self, images: torch.Tensor, keys: list[str] | None = None) -> torch.Tensor:
         """Backbone features B×C×h×w, from the cache when ``keys`` (one per image) are given and cached."""
         if self.cache_dir is None or keys is None:
             return self.backbone(images.to(self.device))
-        from safetensors.torch import save_file
-
-        from .._io import read_cache_entry
-
         files = [self.cache_file(k, images.shape[-2:]) for k in keys]
-        entries = [read_cache_entry(f, ("features",)) for f in files]
+        entries = [read_entry(f, ("features",)) for f in files]
         if all(e is not None for e in entries):
             return torch.stack([e["features"] for e in entries]).float().to(self.device)
         feats = self.backbone(images.to(self.device))
         for f, x in zip(files, feats):
-            with atomic_path(f) as tmp:
-                save_file({"features": x.half().cpu().contiguous()}, str(tmp))
+            write_entry(f, {"features": x.half()})
         # return what a later run will read from the cache, so cached and fresh runs agree exactly
         return feats.half().float()
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, keys: list[str] | None = None) -> torch.Tensor:
-        low = self.low_res(images, keys).float()
-        if self.method == "none":
-            return low
-        if self.method == "bilinear":
-            return F.interpolate(low, scale_factor=2, mode="bilinear", align_corners=False)
-        return self.upsampler(self.backbone.normalise(images.to(low.device)), low)
+        return self.upsample(images, self.low_res(images, keys).float())
+
+    @torch.inference_mode()
+    def upsample(self, images: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        """Apply the method to any B×C×h×w map of ``images`` (the features, or e.g. the keys): ``none`` returns
+        it, ``bilinear`` doubles it bilinearly, ``learned`` runs the model's upsampler on it."""
+        return get_method(self.method).apply(self, images, low)
 
 
 def file_key(path: str | Path) -> str:

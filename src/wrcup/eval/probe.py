@@ -171,7 +171,7 @@ def _fit(probe: nn.Module, dataset: Dataset, loss_fn: Callable, *, epochs, lr, b
     return history
 
 
-def _check_common(epochs, lr, batch_size, weight_decay):
+def _check_training_settings(epochs, lr, batch_size, weight_decay):
     check_positive_int(epochs, "epochs")
     check_positive_int(batch_size, "batch_size")
     if not (isinstance(lr, (int, float)) and lr > 0):
@@ -216,7 +216,7 @@ def train_linear_probe(train_features, labels: torch.Tensor | None = None, *, nu
         bilinearly to the label resolution before the cross-entropy; the cosine schedule is stepped per batch.
     """
     check_positive_int(num_classes, "num_classes", minimum=2)
-    _check_common(epochs, lr, batch_size, weight_decay)
+    _check_training_settings(epochs, lr, batch_size, weight_decay)
     dataset = _as_dataset(train_features, labels, "labels")
     generator = _make_generator(seed)
     device = _resolve_device(device, dataset)
@@ -291,7 +291,7 @@ def train_depth_probe(train_features, depths: torch.Tensor | None = None, *, epo
     Returns:
         the trained :class:`DepthProbe` in eval mode (and the per-epoch loss history when asked).
     """
-    _check_common(epochs, lr, batch_size, weight_decay)
+    _check_training_settings(epochs, lr, batch_size, weight_decay)
     for value, name in ((variance_weight, "variance_weight"), (gradient_weight, "gradient_weight")):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a non-negative number, got {value!r}")

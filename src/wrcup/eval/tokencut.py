@@ -16,10 +16,11 @@ WRC's protocol uses the last block's keys with ``tau = 0.2`` on VOC07/VOC12 and 
 """
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from .._checks import check_finite, check_positive_int, check_tensor
 
@@ -73,7 +74,11 @@ def ncut_eigenvector(weights: torch.Tensor, solver: str = "auto") -> tuple[float
     if solver == "dense" or (solver == "auto" and n <= DENSE_MAX_NODES) or n < 4:
         values, vectors = torch.linalg.eigh(torch.eye(n, dtype=w.dtype, device=w.device) - affinity)
         return float(values[1]), vectors[:, 1] * inv_sqrt
-    from scipy.sparse.linalg import LinearOperator, eigsh
+    try:
+        from scipy.sparse.linalg import LinearOperator, eigsh
+    except ImportError as err:  # scipy is an optional dependency (the dev extra); the dense path needs none
+        raise ImportError(f"TokenCut on {n} nodes (above DENSE_MAX_NODES={DENSE_MAX_NODES}) uses scipy's Lanczos "
+                          "solver: pip install scipy, or pass solver='dense'") from err
 
     matrix = affinity.cpu()
     operator = LinearOperator((n, n), matvec=lambda v: (matrix @ torch.from_numpy(np.ascontiguousarray(v).reshape(-1))
@@ -83,6 +88,21 @@ def ncut_eigenvector(weights: torch.Tensor, solver: str = "auto") -> tuple[float
     order = np.argsort(values)[::-1]  # the largest (1, the constant vector) first, then the Fiedler pair
     vector = torch.from_numpy(vectors[:, order[1]].copy()).to(device=w.device)
     return float(1.0 - values[order[1]]), vector * inv_sqrt
+
+
+def _component(region: np.ndarray, start: tuple[int, int]) -> np.ndarray:
+    """The 4-connected component of the bool ``h×w`` ``region`` holding the cell ``start`` (which lies in it)."""
+    h, w = region.shape
+    mask = np.zeros_like(region, dtype=bool)
+    mask[start] = True
+    todo = deque([tuple(int(v) for v in start)])
+    while todo:
+        y, x = todo.popleft()
+        for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+            if 0 <= ny < h and 0 <= nx < w and region[ny, nx] and not mask[ny, nx]:
+                mask[ny, nx] = True
+                todo.append((ny, nx))
+    return mask
 
 
 def tokencut_box(keys: torch.Tensor, image_size, tau: float = 0.2, eps: float = 1e-5):
@@ -118,9 +138,7 @@ def tokencut_box(keys: torch.Tensor, image_size, tau: float = 0.2, eps: float = 
     seed = int(np.argmax(np.abs(y)))
     if not foreground[seed]:
         foreground = ~foreground
-    components, _ = ndimage.label(foreground.reshape(h, w))  # default structure: 4-connectivity
-    seed_yx = np.unravel_index(seed, (h, w))
-    mask = components == components[seed_yx]
+    mask = _component(foreground.reshape(h, w), np.unravel_index(seed, (h, w)))
     ys, xs = np.nonzero(mask)
 
     height, width = image_size

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .._io import atomic_path, file_sha256
+from .._cache import cache_key, cached, entry_is_usable, write_entry
+from .._io import file_sha256
 from .augment import random_aligned_crops
 from .views import crop_images, downsample, square_view
 
@@ -89,10 +90,11 @@ class TargetSource:
     def _cache_file(self, i: int) -> Path:
         # keyed on the image's bytes, not its path or mtime: a copied or restored image folder keeps its cache,
         # and a changed image, backbone weights or crop setting gets new targets. The key format is unchanged
-        # since v2 (one scale per run): existing caches stay valid.
-        key = f"v2|{self._image_digest(i)}|{self.cfg.backbone}|{self._weights_id}|{self.high_res}|" \
-              f"{self.cfg.crops}|{self.cfg.crop_align}|{self.cfg.seed}"
-        return self.cache_dir / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".safetensors")
+        # since v2 (one scale per run): existing caches stay valid (tests/train/test_target_cache.py pins it).
+        key = cache_key({"version": "v2", "image": self._image_digest(i), "backbone": self.cfg.backbone,
+                         "weights": self._weights_id, "high_res": self.high_res, "crops": self.cfg.crops,
+                         "crop_align": self.cfg.crop_align, "seed": self.cfg.seed}, length=20)
+        return self.cache_dir / (key + ".safetensors")
 
     def _image_digest(self, i: int) -> str:
         if self._digests[i] is None:
@@ -102,26 +104,40 @@ class TargetSource:
     def _full_file(self, i: int) -> Path:
         return self._cache_file(i).with_suffix(".full.safetensors")
 
-    def fill_cache(self, indices: list[int], show_progress: bool) -> None:
-        from safetensors.torch import save_file
+    def _target_names(self) -> tuple[str, ...]:
+        return ("low", "z_low", "boxes") + (("crops",) if self.cfg.crops else ())
 
-        todo = [i for i in indices if not self._cache_file(i).exists()]
+    def _compute_targets(self, i: int) -> dict[str, torch.Tensor]:
+        """Cached targets of image ``i``: its crops are seeded by the index, so a recomputed entry is the same."""
+        low, z_low, crop_t, boxes, _ = self._views([i], [step_generator(self.cfg.seed, i, stream=11)])
+        tensors = {"low": (low[0] * 255).round().to(torch.uint8).cpu(), "z_low": z_low[0].half().cpu().contiguous(),
+                   "boxes": boxes[0].cpu()}
+        if crop_t is not None:
+            tensors["crops"] = crop_t[0].half().cpu().contiguous()
+        return tensors
+
+    def _compute_full(self, i: int) -> dict[str, torch.Tensor]:
+        high = square_view(self.images.load(i), self.high_res)[None].to(self.device)
+        return {"z_high": self.backbone(high)[0].half().cpu().contiguous()}
+
+    def _targets(self, i: int) -> dict[str, torch.Tensor]:
+        return cached(self._cache_file(i), self._target_names(), lambda: self._compute_targets(i))
+
+    def _full(self, i: int) -> dict[str, torch.Tensor]:
+        return cached(self._full_file(i), ("z_high",), lambda: self._compute_full(i))
+
+    def fill_cache(self, indices: list[int], show_progress: bool) -> None:
+        """Compute the entries of ``indices`` that are missing or look damaged from their header (truncated:
+        reported once, then recomputed); a corrupt data section is caught and repaired when :meth:`batch` reads it."""
+        todo = [i for i in indices if not entry_is_usable(self._cache_file(i), self._target_names())]
         desc = f"caching backbone targets ({self.high_res})"
         for i in tqdm(todo, desc=desc, disable=not show_progress or not todo, unit="img"):
-            low, z_low, crop_t, boxes, _ = self._views([i], [step_generator(self.cfg.seed, i, stream=11)])
-            tensors = {"low": (low[0] * 255).round().to(torch.uint8).cpu(), "z_low": z_low[0].half().cpu().contiguous(),
-                       "boxes": boxes[0].cpu()}
-            if crop_t is not None:
-                tensors["crops"] = crop_t[0].half().cpu().contiguous()
-            with atomic_path(self._cache_file(i)) as tmp:
-                save_file(tensors, str(tmp))
+            write_entry(self._cache_file(i), self._compute_targets(i))
         # full-view targets live in a file of their own, so adding the "full" loss reuses the crop cache
-        todo = [i for i in indices if self.need_full and not self._full_file(i).exists()]
+        todo = [i for i in indices if self.need_full and not entry_is_usable(self._full_file(i), ("z_high",))]
         desc = f"caching full-view targets ({self.high_res})"
         for i in tqdm(todo, desc=desc, disable=not show_progress or not todo, unit="img"):
-            high = square_view(self.images.load(i), self.high_res)[None].to(self.device)
-            with atomic_path(self._full_file(i)) as tmp:
-                save_file({"z_high": self.backbone(high)[0].half().cpu().contiguous()}, str(tmp))
+            write_entry(self._full_file(i), self._compute_full(i))
 
     def batch(self, idx: list[int], step: int, offset: int = 0):
         """→ low B×3×S×S [0,1], z_low B×C×h×w, crop targets B×n×C×h×w (or None), boxes B×n×2 in high-res
@@ -133,13 +149,12 @@ class TargetSource:
             gens = [step_generator(self.cfg.seed, step, stream=100 + offset + j) for j in range(len(idx))]
             low, z_low, crop_t, boxes, z_high = self._views(idx, gens)
         else:
-            from safetensors.torch import load_file
-
-            items = [load_file(str(self._cache_file(i))) for i in idx]
+            # an entry damaged since fill_cache (another process, a full disk) is recomputed here, not a crash
+            items = [self._targets(i) for i in idx]
             low = torch.stack([d["low"] for d in items]).float().div(255).to(self.device)
             z_low = torch.stack([d["z_low"] for d in items]).float().to(self.device)
             boxes = torch.stack([d["boxes"] for d in items])
             crop_t = torch.stack([d["crops"] for d in items]).float().to(self.device) if self.cfg.crops else None
-            z_high = torch.stack([load_file(str(self._full_file(i)))["z_high"] for i in idx]).float().to(
+            z_high = torch.stack([self._full(i)["z_high"] for i in idx]).float().to(
                 self.device) if self.need_full else None
         return low, z_low, crop_t, boxes // self.patch, z_high
