@@ -8,7 +8,7 @@ import torch
 
 import wrcup
 from wrcup.models.bundle import SHIPPED_CHECKPOINTS, checkpoint_path
-from wrcup.train.checkpoint import read_metadata
+from wrcup.models.checkpoint import read_metadata
 
 REPO_HUBCONF = __import__("pathlib").Path(__file__).resolve().parents[2] / "hubconf.py"
 

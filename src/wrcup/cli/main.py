@@ -177,7 +177,7 @@ def _resumed_config(flags, typed: set[str], run_dir: Path):
     that differs from the recorded value is an error naming both."""
     from dataclasses import replace
 
-    from wrcup.train.checkpoint import read_metadata
+    from wrcup.models.checkpoint import read_metadata
     from wrcup.train.trainer import RESUME_MAY_DIFFER, TrainConfig
 
     ckpt = run_dir / "last.safetensors"

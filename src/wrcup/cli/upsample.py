@@ -130,7 +130,7 @@ def _reason(err: BaseException) -> str:
 def check_model(name: str) -> tuple[Path, dict]:
     """The checkpoint file and its metadata, read without loading anything; ValueError naming --model."""
     from ..models.bundle import SHIPPED_CHECKPOINTS, checkpoint_path
-    from ..train.checkpoint import read_metadata
+    from ..models.checkpoint import read_metadata
 
     try:
         path = checkpoint_path(name)

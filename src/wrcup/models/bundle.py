@@ -169,7 +169,7 @@ def load(name_or_path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devi
             backbones other than the embedded one).
     """
     from .. import backbones
-    from ..train.checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     state, meta = load_checkpoint(checkpoint_path(name_or_path))
     backbone = backbones.load(meta["backbone"], weights=backbone_weights, device=device)

@@ -39,7 +39,7 @@ from .. import __version__
 from .._checks import check_choice, check_positive_int
 from .._io import atomic_path, read_json, write_json
 from . import losses
-from .checkpoint import load_checkpoint, load_train_state, save_checkpoint
+from ..models.checkpoint import load_checkpoint, load_train_state, save_checkpoint
 from .targets import ImagePool, TargetSource, step_generator
 
 LOSS_NAMES = ("local", "global", "consistency", "full")
