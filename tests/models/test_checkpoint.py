@@ -162,7 +162,7 @@ def _fixture_network() -> torch.nn.Module:
 
 @pytest.mark.parametrize("layout", ["run", "old"])
 def test_checkpoint_sets_written_by_the_earlier_code_load_and_resume(layout):
-    from wrcup.train.trainer import TrainConfig
+    from wrcup.train.config import TrainConfig
     from wrcup.train.trainer import lr_factor
 
     path = FORMAT_FIXTURE / layout / "last.safetensors"
