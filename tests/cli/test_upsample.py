@@ -307,3 +307,31 @@ def test_a_failed_picture_removes_the_images_features_too(tmp_path, real_photos,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "p.png" in err[0] and "No space left on device" in err[0]
     assert list(out.iterdir()) == []  # complete or absent: the features went with the picture
+
+
+def test_an_image_is_resized_once_on_its_way_to_the_backbone(tmp_path, real_photos, fast_load, monkeypatch):
+    """A 480×640 photo at --size 28: one antialiased bilinear resize straight to 28×42 (the shorter side 28, the
+    longer 37.3 → the nearest multiple of 14), whose backbone features are the ones written. (Before: resized to
+    28×37 first, then again to 28×42 by the backbone.)"""
+    import wrcup
+    from wrcup.data.images import load_image
+
+    photo = _photo(tmp_path / "p.png", real_photos, size=(640, 480))
+    real = torch.nn.functional.interpolate
+    resized = []
+
+    def interpolate(x, *args, **kwargs):
+        if x.ndim == 4 and x.shape[1] == 3 and x.shape[-2:] == (480, 640):
+            resized.append(kwargs.get("size", args[0] if args else None))
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "interpolate", interpolate)
+    assert main(["upsample", str(photo), "--out", str(tmp_path / "o"), "--no-figure", *SMALL]) == 0
+    monkeypatch.setattr(torch.nn.functional, "interpolate", real)
+    assert [tuple(s) for s in resized] == [(28, 42)]
+    with safe_open(str(tmp_path / "o" / "p.safetensors"), framework="pt") as f:
+        assert f.metadata()["input_size"] == "28x42"
+    written = load_file(str(tmp_path / "o" / "p.safetensors"))["low_res"]
+    once = real(load_image(photo)[None], size=(28, 42), mode="bilinear", antialias=True, align_corners=False)
+    assert torch.equal(written, wrcup.load().backbone(once)[0].float())
+
