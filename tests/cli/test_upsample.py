@@ -335,3 +335,21 @@ def test_an_image_is_resized_once_on_its_way_to_the_backbone(tmp_path, real_phot
     once = real(load_image(photo)[None], size=(28, 42), mode="bilinear", antialias=True, align_corners=False)
     assert torch.equal(written, wrcup.load().backbone(once)[0].float())
 
+
+def test_folders_expand_to_every_image_format_that_loads(tmp_path, real_photos, fast_load):
+    folder = tmp_path / "in"
+    for suffix, fmt in ((".jpg", "JPEG"), (".tif", "TIFF"), (".tiff", "TIFF"), (".gif", "GIF"), (".webp", "WEBP"),
+                        (".bmp", "BMP")):
+        folder.mkdir(exist_ok=True)
+        Image.open(real_photos[0]).convert("RGB").resize((42, 28)).save(folder / f"a{suffix}", format=fmt)
+    (folder / "notes.txt").write_text("not an image")
+    assert main(["upsample", str(folder), "--out", str(tmp_path / "o"), "--no-figure", "--quiet", *SMALL]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(
+        f"a{s}.safetensors" for s in (".jpg", ".tif", ".tiff", ".gif", ".webp", ".bmp"))
+
+
+def test_sizes_in_status_lines_read_width_by_height(tmp_path, real_photos, fast_load, capsys):
+    photo = _photo(tmp_path / "p.png", real_photos, size=(60, 30))  # W×H
+    assert main(["upsample", str(photo), "--out", str(tmp_path / "o"), "--to-image", "--no-figure", *SMALL]) == 0
+    err = capsys.readouterr().err
+    assert "features 60×30" in err and "30×60" not in err

@@ -159,6 +159,18 @@ def test_several_passes_need_a_repeatable_upsampler(shipped):
         model(x, scale=4)
 
 
+def test_a_file_that_is_not_a_checkpoint_names_the_argument_and_what_was_expected(tmp_path, real_photos):
+    for path in (real_photos[0], tmp_path / "notes.txt"):
+        if not path.exists():
+            path.write_text("not a checkpoint")
+        with pytest.raises(ValueError) as info:
+            wrcup.load(path)
+        message = str(info.value)
+        assert "name_or_path" in message and str(path) in message and "not a wrcup checkpoint" in message
+        assert ".safetensors" in message and "wrc-dinov2-s14-imgfocus" in message and "\n" not in message
+        assert "header" not in message  # not the safetensors parser's words
+
+
 def test_the_model_resizes_once_to_the_patch_grid_and_checks_once(shipped, real_photos, monkeypatch):
     """480×640 → 448×602 directly would be the CLI's input; the model itself: 230×300 → 224×294 (nearest multiple
     of 14), one interpolation of the image and one value check on the way to the backbone."""

@@ -383,7 +383,7 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
                                  max_memory=args.max_memory, sink=sink, band_dtype=torch.float16,
                                  learned_passes=learned_passes_to_guidance(low.shape[-2:], (H, W)))
             t2 = time.perf_counter()
-            report.status(f"{job.image.name}: features {target[0]}×{target[1]} (float16 .npy); backbone "
+            report.status(f"{job.image.name}: features {target[1]}×{target[0]} (float16 .npy); backbone "
                           f"{t1 - t0:.1f} s, upsampling {t2 - t1:.1f} s (learned passes {sink.first - t1:.1f} s, "
                           f"bilinear growth and writing {t2 - sink.first:.1f} s)")
         written.append(job.features)

@@ -192,7 +192,15 @@ def load(name_or_path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devi
     from .. import backbones
     from .checkpoint import load_checkpoint
 
-    state, meta = load_checkpoint(checkpoint_path(name_or_path))
+    path = checkpoint_path(name_or_path)
+    try:
+        state, meta = load_checkpoint(path)
+    except ValueError as err:
+        if path.suffix.lower() == ".safetensors":
+            raise ValueError(f"name_or_path {str(name_or_path)!r}: {err}") from None
+        raise ValueError(f"name_or_path {str(name_or_path)!r} is not a wrcup checkpoint: expected a shipped name "
+                         f"({', '.join(sorted(SHIPPED_CHECKPOINTS))}) or a .safetensors file written by wrcup train "
+                         f"or wrcup convert") from None
     backbone = backbones.load(meta["backbone"], weights=backbone_weights, device=device)
     if backbone.dim != meta["dim"] or backbone.patch_size != meta["patch_size"]:
         raise ValueError(
