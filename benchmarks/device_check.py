@@ -181,7 +181,7 @@ def _synthetic_images(folder: Path, count: int, size: int) -> None:
 def bench_training(plan: Plan, device, data: str | None, cache: str | None) -> dict:
     from wrcup import backbones
     from wrcup.models.bundle import checkpoint_path
-    from wrcup.train.checkpoint import read_metadata
+    from wrcup.models.checkpoint import read_metadata
     from wrcup.train.trainer import ImagePool, TargetSource, TrainConfig, train
 
     recipe = read_metadata(checkpoint_path("wrc-dinov2-s14-imgfocus"))["config"]

@@ -41,7 +41,8 @@ def test_upsample_writes_features_and_figures(tmp_path, real_photos, tiny_checkp
 
 
 def test_upsample_scale_and_to_image(tmp_path, real_photos, tiny_checkpoint):
-    from wrcup.data.images import load_image, resize_short_side
+    from wrcup.data.images import load_image
+    from wrcup.data.prep import prepare_images
 
     import numpy as np
 
@@ -61,7 +62,7 @@ def test_upsample_scale_and_to_image(tmp_path, real_photos, tiny_checkpoint):
     assert (tmp_path / "image" / f"{photo.stem}.png").is_file()
     assert not (tmp_path / "image" / f"{photo.stem}.safetensors").exists()
     model = wrcup.load(str(tiny_checkpoint))
-    x = model.backbone.prepare(resize_short_side(pixels[None], 100).clamp(0, 1))
+    x = prepare_images(pixels[None], model.backbone.patch_size, 100)  # one resize, as the CLI does
     with torch.inference_mode():
         low = model.backbone(x)
         expected = upsample_bounded(model.upsampler, model.backbone.normalise(x), low, tuple(pixels.shape[-2:]),

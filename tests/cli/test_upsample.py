@@ -307,3 +307,49 @@ def test_a_failed_picture_removes_the_images_features_too(tmp_path, real_photos,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "p.png" in err[0] and "No space left on device" in err[0]
     assert list(out.iterdir()) == []  # complete or absent: the features went with the picture
+
+
+def test_an_image_is_resized_once_on_its_way_to_the_backbone(tmp_path, real_photos, fast_load, monkeypatch):
+    """A 480×640 photo at --size 28: one antialiased bilinear resize straight to 28×42 (the shorter side 28, the
+    longer 37.3 → the nearest multiple of 14), whose backbone features are the ones written. (Before: resized to
+    28×37 first, then again to 28×42 by the backbone.)"""
+    import wrcup
+    from wrcup.data.images import load_image
+
+    photo = _photo(tmp_path / "p.png", real_photos, size=(640, 480))
+    real = torch.nn.functional.interpolate
+    resized = []
+
+    def interpolate(x, *args, **kwargs):
+        if x.ndim == 4 and x.shape[1] == 3 and x.shape[-2:] == (480, 640):
+            resized.append(kwargs.get("size", args[0] if args else None))
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "interpolate", interpolate)
+    assert main(["upsample", str(photo), "--out", str(tmp_path / "o"), "--no-figure", *SMALL]) == 0
+    monkeypatch.setattr(torch.nn.functional, "interpolate", real)
+    assert [tuple(s) for s in resized] == [(28, 42)]
+    with safe_open(str(tmp_path / "o" / "p.safetensors"), framework="pt") as f:
+        assert f.metadata()["input_size"] == "28x42"
+    written = load_file(str(tmp_path / "o" / "p.safetensors"))["low_res"]
+    once = real(load_image(photo)[None], size=(28, 42), mode="bilinear", antialias=True, align_corners=False)
+    assert torch.equal(written, wrcup.load().backbone(once)[0].float())
+
+
+def test_folders_expand_to_every_image_format_that_loads(tmp_path, real_photos, fast_load):
+    folder = tmp_path / "in"
+    for suffix, fmt in ((".jpg", "JPEG"), (".tif", "TIFF"), (".tiff", "TIFF"), (".gif", "GIF"), (".webp", "WEBP"),
+                        (".bmp", "BMP")):
+        folder.mkdir(exist_ok=True)
+        Image.open(real_photos[0]).convert("RGB").resize((42, 28)).save(folder / f"a{suffix}", format=fmt)
+    (folder / "notes.txt").write_text("not an image")
+    assert main(["upsample", str(folder), "--out", str(tmp_path / "o"), "--no-figure", "--quiet", *SMALL]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(
+        f"a{s}.safetensors" for s in (".jpg", ".tif", ".tiff", ".gif", ".webp", ".bmp"))
+
+
+def test_sizes_in_status_lines_read_width_by_height(tmp_path, real_photos, fast_load, capsys):
+    photo = _photo(tmp_path / "p.png", real_photos, size=(60, 30))  # W×H
+    assert main(["upsample", str(photo), "--out", str(tmp_path / "o"), "--to-image", "--no-figure", *SMALL]) == 0
+    err = capsys.readouterr().err
+    assert "features 60×30" in err and "30×60" not in err

@@ -26,10 +26,10 @@ def test_list_images_is_sorted_case_insensitive_and_recursive(tmp_path, fx):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
     found = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
-    assert found == ["a.jpg", "b.PNG", "e.bmp", "sub/c.JpEg", "sub/deeper/d.webp"]
+    assert found == ["a.jpg", "b.PNG", "e.bmp", "f.gif", "sub/c.JpEg", "sub/deeper/d.webp"]
     flat = [p.name for p in list_images(tmp_path, recursive=False)]
-    assert flat == ["a.jpg", "b.PNG", "e.bmp"]
-    assert set(IMAGE_EXTENSIONS) == {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+    assert flat == ["a.jpg", "b.PNG", "e.bmp", "f.gif"]
+    assert set(IMAGE_EXTENSIONS) == {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
     with pytest.raises(FileNotFoundError, match="nope"):
         list_images(tmp_path / "nope")
 
@@ -304,3 +304,15 @@ def test_truncated_zero_byte_and_oversized_files_raise_image_read_error(tmp_path
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(ImageReadError, match=r"full\.png.*pixels"):
         load_image(tmp_path / "full.png")
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".tiff", ".gif", ".webp", ".bmp", ".TIF", ".GIF"])
+def test_every_format_that_loads_is_listed_in_folders(tmp_path, suffix):
+    """One list of extensions: a folder lists every image format load_image reads."""
+    from wrcup.data.images import IMAGE_EXTENSIONS, list_images
+
+    path = tmp_path / f"picture{suffix}"
+    Image.new("RGB", (5, 4), (10, 200, 30)).save(path, format={".tif": "TIFF", ".tiff": "TIFF", ".gif": "GIF",
+                                                            ".webp": "WEBP", ".bmp": "BMP"}[suffix.lower()])
+    assert load_image(path).shape == (3, 4, 5)
+    assert list_images(tmp_path) == [path] and suffix.lower() in IMAGE_EXTENSIONS

@@ -13,7 +13,7 @@ def checkpoint(tmp_path_factory):
     import torch
 
     from wrcup.models.upsampler import build_upsampler
-    from wrcup.train.checkpoint import save_checkpoint
+    from wrcup.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"

@@ -117,7 +117,7 @@ def voc_root(tmp_path_factory, davis_root):
 def learned_parts(tmp_path_factory, embedded_backbone):
     from wrcup.eval.extract import load_model
     from wrcup.models.upsampler import build_upsampler
-    from wrcup.train.checkpoint import save_checkpoint
+    from wrcup.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"

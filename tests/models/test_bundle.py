@@ -8,7 +8,7 @@ import torch
 
 import wrcup
 from wrcup.models.bundle import SHIPPED_CHECKPOINTS, checkpoint_path
-from wrcup.train.checkpoint import read_metadata
+from wrcup.models.checkpoint import read_metadata
 
 REPO_HUBCONF = __import__("pathlib").Path(__file__).resolve().parents[2] / "hubconf.py"
 
@@ -157,3 +157,51 @@ def test_several_passes_need_a_repeatable_upsampler(shipped):
     assert model(x).shape == (1, 384, 8, 8) and model(x, output_size=(7, 5)).shape == (1, 384, 7, 5)
     with pytest.raises(ValueError, match="needs 2 passes"):
         model(x, scale=4)
+
+
+def test_a_file_that_is_not_a_checkpoint_names_the_argument_and_what_was_expected(tmp_path, real_photos):
+    for path in (real_photos[0], tmp_path / "notes.txt"):
+        if not path.exists():
+            path.write_text("not a checkpoint")
+        with pytest.raises(ValueError) as info:
+            wrcup.load(path)
+        message = str(info.value)
+        assert "name_or_path" in message and str(path) in message and "not a wrcup checkpoint" in message
+        assert ".safetensors" in message and "wrc-dinov2-s14-imgfocus" in message and "\n" not in message
+        assert "header" not in message  # not the safetensors parser's words
+
+
+def test_the_model_resizes_once_to_the_patch_grid_and_checks_once(shipped, real_photos, monkeypatch):
+    """480×640 → 448×602 directly would be the CLI's input; the model itself: 230×300 → 224×294 (nearest multiple
+    of 14), one interpolation of the image and one value check on the way to the backbone."""
+    import wrcup._checks as checks
+    import wrcup.models.bundle as bundle
+    from wrcup.data.images import load_image
+
+    image = torch.nn.functional.interpolate(load_image(real_photos[0])[None], size=(230, 300), mode="bilinear",
+                                            antialias=True).clamp(0, 1)
+    resizes, scans = [], []
+    real_interpolate, real_check = torch.nn.functional.interpolate, checks.check_image_values
+
+    def interpolate(x, *args, **kwargs):
+        if x.shape[1] == 3:  # an image, not features
+            resizes.append(tuple(x.shape[-2:]))
+        return real_interpolate(x, *args, **kwargs)
+
+    def check(x, name="images"):
+        scans.append(tuple(x.shape))
+        return real_check(x, name)
+
+    monkeypatch.setattr(torch.nn.functional, "interpolate", interpolate)
+    for module in (checks, bundle, __import__("wrcup.backbones.vit", fromlist=["_"])):
+        if hasattr(module, "check_image_values"):
+            monkeypatch.setattr(module, "check_image_values", check)
+    with torch.inference_mode():
+        high, low = shipped(image, return_low_res=True)
+    monkeypatch.undo()
+    assert resizes == [(230, 300)] and scans == [(1, 3, 230, 300)]
+    oracle = torch.nn.functional.interpolate(image, size=(224, 294), mode="bilinear", antialias=True,
+                                             align_corners=False)
+    with torch.inference_mode():
+        assert torch.equal(low, shipped.backbone(oracle))
+    assert high.shape == (1, 384, 32, 42)

@@ -16,7 +16,7 @@ from wrcup.cli.main import main
 from wrcup.models import UnguidedUpsampler, WRCUpsampler, build_upsampler
 from wrcup.nn import UpsampleOperator, create_operator, list_operators, operator_entry, register_operator
 from wrcup.nn import unregister_operator
-from wrcup.train.checkpoint import load_checkpoint, read_metadata
+from wrcup.models.checkpoint import load_checkpoint, read_metadata
 
 TOY = "toy-nearest-gain"
 

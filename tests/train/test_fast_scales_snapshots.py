@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from wrcup.cli.main import main
-from wrcup.train.checkpoint import read_metadata
+from wrcup.models.checkpoint import read_metadata
 from wrcup.train.trainer import (LOSS_NAMES, ImagePool, TargetSource, TrainConfig, batch_indices, build_model,
                                  build_optimizer, lr_factor, scale_index, train, train_step)
 

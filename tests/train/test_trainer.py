@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from wrcup.cli.main import main
 from wrcup.train import trainer
-from wrcup.train.checkpoint import read_metadata
+from wrcup.models.checkpoint import read_metadata
 from wrcup.train.trainer import ImagePool, TrainConfig, TrainingInterrupted, batch_indices, lr_factor, train
 
 # 112-pixel high-res views keep the real backbone cheap: 56-px low-res view = 4×4 tokens.

@@ -266,3 +266,10 @@ def test_point_none_leaves_out_the_similarity_maps(tmp_path):
     path = save_comparison_figure(tmp_path / "n.png", torch.rand(3, 28, 42), torch.randn(8, 2, 3),
                                   torch.randn(8, 4, 6), None, title="x")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_panel_sizes_read_width_by_height_like_the_command_line():
+    """``wrcup upsample`` says sizes as W×H (progress line, warnings); the panels say theirs the same way."""
+    fig, low, high = _figure(image_hw=(28, 42))
+    titles = [ax.get_title().splitlines() for ax in _panels(fig)[:3]]
+    assert titles == [["image", "42×28"], ["low-res PCA", "3×2"], ["upsampled PCA", "6×4"]]

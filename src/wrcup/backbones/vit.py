@@ -30,6 +30,7 @@ from torch import nn
 
 from .._checks import check_image_values, check_tensor, checking_values
 from .._io import file_sha256
+from ..data.prep import grid_shape, prepare_images
 
 _POS_CACHE_SIZE = 16
 
@@ -144,22 +145,17 @@ class Backbone(nn.Module):
         for value, label in ((height, "height"), (width, "width")):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{label} must be a positive int, got {value!r}")
-        p = self.patch_size
-        return max(1, math.floor(height / p + 0.5)), max(1, math.floor(width / p + 0.5))
+        H, W = grid_shape(height, width, self.patch_size)
+        return H // self.patch_size, W // self.patch_size
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """B×3×H×W → B×3×(p·h)×(p·w): bilinear antialiased resize to the nearest multiple of p per side
-        (returned unchanged when both sides already are multiples)."""
+        (returned unchanged when both sides already are multiples; :func:`wrcup.data.prep.prepare_images`)."""
         return self._prepare(_validate_images(images))
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         """:meth:`prepare` without the input checks."""
-        p = self.patch_size
-        # floor(H/p + 1/2) in integers, so that a traced (symbolic) multiple of p provably passes through
-        size = tuple(p * max(1, (2 * side + p) // (2 * p)) for side in images.shape[2:])
-        if tuple(images.shape[2:]) == size:
-            return images
-        return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return prepare_images(images, self.patch_size)
 
     # ---------------------------------------------------------------------------------------- internals
     def train(self, mode: bool = True) -> "Backbone":

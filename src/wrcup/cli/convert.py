@@ -27,7 +27,7 @@ def add_convert_parser(sub) -> None:
 
 def _run_convert_authors(args) -> int:
     from wrcup.models.authors import convert_authors_checkpoint
-    from wrcup.train.checkpoint import save_checkpoint
+    from wrcup.models.checkpoint import save_checkpoint
 
     out = Path(args.out)
     if out.suffix != ".safetensors":

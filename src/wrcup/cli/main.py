@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from wrcup.train.config import PER_INVOCATION_FLAGS, TRAIN_FLAG_FIELDS
+
 from .convert import add_convert_parser
 from .export import add_export_parser
 from .upsample import add_parser as add_upsample_parser
@@ -38,10 +40,6 @@ class _Default:
         return repr(self.value)
 
 
-# train flags that are not settings of the run (TrainConfig); every other flag names the setting it sets,
-# under its own name unless listed in TRAIN_FLAG_FIELDS (tests/train/test_trainer.py checks both)
-PER_INVOCATION_FLAGS = ("resume", "stop_at")
-TRAIN_FLAG_FIELDS = {"losses": "loss_weights", "no_augment": "augment", "no_fast": "fast"}
 
 
 def _sizes(text: str) -> list[int]:
@@ -70,7 +68,7 @@ def _add_train(sub) -> None:
     from wrcup.backbones import list_backbones
     from wrcup.data.images import IMAGE_EXTENSIONS
     from wrcup.nn import list_operators, operator_entry
-    from wrcup.train.trainer import LOSS_NAMES, TrainConfig
+    from wrcup.train.config import LOSS_NAMES, TrainConfig
 
     d = TrainConfig(data=[], out="")
     p = sub.add_parser("train", help="train an upsampler self-supervised against a frozen backbone",
@@ -137,7 +135,7 @@ def _add_train(sub) -> None:
     p.add_argument("--stop-at", type=int, default=None,
                    help="stop after this many steps with a resumable checkpoint (default: run all --steps)")
     p.set_defaults(func=_run_train)
-    from wrcup.train.trainer import RESUME_MAY_DIFFER
+    from wrcup.train.config import RESUME_MAY_DIFFER
 
     may_change = []
     for action in p._actions:  # argparse has no public list of a parser's arguments
@@ -162,7 +160,7 @@ def _typed_train_flags(args) -> set[str]:
 
 def _flag_value(dest: str, cfg):
     """What flag ``--dest`` of ``cfg`` reads on the command line."""
-    from wrcup.train.trainer import LOSS_NAMES
+    from wrcup.train.config import LOSS_NAMES
 
     if dest == "losses":
         return ",".join(k for k in LOSS_NAMES if cfg.loss_weights.get(k, 0.0))
@@ -178,8 +176,8 @@ def _resumed_config(flags, typed: set[str], run_dir: Path):
     that differs from the recorded value is an error naming both."""
     from dataclasses import replace
 
-    from wrcup.train.checkpoint import read_metadata
-    from wrcup.train.trainer import RESUME_MAY_DIFFER, TrainConfig
+    from wrcup.models.checkpoint import read_metadata
+    from wrcup.train.config import RESUME_MAY_DIFFER, TrainConfig
 
     ckpt = run_dir / "last.safetensors"
     if not ckpt.is_file():
@@ -200,7 +198,8 @@ def _resumed_config(flags, typed: set[str], run_dir: Path):
 
 def _run_train(args) -> int:
     from wrcup._checks import resolve_device
-    from wrcup.train.trainer import LOSS_NAMES, TrainConfig, TrainingInterrupted, train
+    from wrcup.train.config import LOSS_NAMES, TrainConfig
+    from wrcup.train.trainer import TrainingInterrupted, train
 
     typed = _typed_train_flags(args)
     chosen = [s.strip() for s in args.losses.split(",") if s.strip()]

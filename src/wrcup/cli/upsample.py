@@ -131,7 +131,7 @@ def _reason(err: BaseException) -> str:
 def check_model(name: str) -> tuple[Path, dict]:
     """The checkpoint file and its metadata, read without loading anything; ValueError naming --model."""
     from ..models.bundle import SHIPPED_CHECKPOINTS, checkpoint_path
-    from ..train.checkpoint import read_metadata
+    from ..models.checkpoint import read_metadata
 
     try:
         path = checkpoint_path(name)
@@ -241,6 +241,14 @@ def _announce_conversion(meta: dict, backbone_weights, report: Report) -> None:
 
 
 # ----------------------------------------------------------------------------------------- per image
+def backbone_input(image, model, short_side: int, device: str):
+    """A loaded 3×H×W image → 1×3×H'×W' on ``device``, resized once: shorter side ``short_side``, both sides
+    multiples of the backbone's patch (:func:`wrcup.data.prep.prepare_images`). The model checks its values."""
+    from ..data.prep import prepare_images
+
+    return prepare_images(image[None], model.backbone.patch_size, short_side).to(device)
+
+
 def process(job: Job, model, args, device: str, report: Report, bar) -> str | None:
     """Upsample one image and write its outputs; the reason when it failed, else None. An image counts only
     when all its files are written: on a failure the files it did write are removed again."""
@@ -249,7 +257,7 @@ def process(job: Job, model, args, device: str, report: Report, bar) -> str | No
     from safetensors.torch import save_file
 
     from .._io import atomic_path
-    from ..data.images import ImageReadError, load_image, resize_short_side
+    from ..data.images import ImageReadError, load_image
     from ..viz import save_comparison_figure
 
     try:
@@ -259,14 +267,12 @@ def process(job: Job, model, args, device: str, report: Report, bar) -> str | No
     if args.to_image:
         return process_to_image(job, image, model, args, device, report, bar)
     H0, W0 = image.shape[-2:]
-    resized = resize_short_side(image[None], args.size).clamp(0, 1).to(device)
-    x = model.backbone.prepare(resized)
-    size = dict(scale=args.scale)
+    x = backbone_input(image, model, args.size, device)
     H, W = x.shape[-2:]
     bar.set_postfix_str(f"{job.image.name} {W0}×{H0} → {W}×{H}", refresh=True)
     try:
         with torch.inference_mode():
-            high, low = model(x, return_low_res=True, **size, max_memory=args.max_memory)
+            high, low = model(x, return_low_res=True, scale=args.scale, max_memory=args.max_memory)
     except RuntimeError as err:  # e.g. out of memory on a huge image: this image fails, the others go on
         if os.environ.get("WRCUP_DEBUG"):
             raise
@@ -357,13 +363,12 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
     import torch
 
     from .._io import atomic_path
-    from ..data.images import resize_short_side
     from ..models.tiling import learned_passes_to_guidance, upsample_bounded
     from ..viz import save_comparison_figure
 
     H0, W0 = image.shape[-2:]
     target = image_output_size((H0, W0))
-    x = model.backbone.prepare(resize_short_side(image[None], args.size).clamp(0, 1).to(device))
+    x = backbone_input(image, model, args.size, device)
     del image
     H, W = x.shape[-2:]
     bar.set_postfix_str(f"{job.image.name} {W0}×{H0} → {W}×{H} → features {target[1]}×{target[0]}", refresh=True)
@@ -371,15 +376,15 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
     try:
         with torch.inference_mode(), atomic_path(job.features) as tmp:
             t0 = time.perf_counter()
-            low = model.backbone(x)
+            guide, low = model.encode(x)
             t1 = time.perf_counter()
             with open(tmp, "wb") as f:
                 sink = NpyBandWriter(f, (low.shape[1], *target))
-                upsample_bounded(model.upsampler, model.backbone.normalise(x), low.to(x.dtype), target,
+                upsample_bounded(model.upsampler, guide, low, target,
                                  max_memory=args.max_memory, sink=sink, band_dtype=torch.float16,
                                  learned_passes=learned_passes_to_guidance(low.shape[-2:], (H, W)))
             t2 = time.perf_counter()
-            report.status(f"{job.image.name}: features {target[0]}×{target[1]} (float16 .npy); backbone "
+            report.status(f"{job.image.name}: features {target[1]}×{target[0]} (float16 .npy); backbone "
                           f"{t1 - t0:.1f} s, upsampling {t2 - t1:.1f} s (learned passes {sink.first - t1:.1f} s, "
                           f"bilinear growth and writing {t2 - sink.first:.1f} s)")
         written.append(job.features)

@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-"""Lower-case suffixes recognised as images; matching is case-insensitive (``.JPEG`` counts)."""
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+"""Lower-case suffixes recognised as images when folders are listed (every format :func:`load_image` is tested
+on); matching is case-insensitive (``.JPEG`` counts)."""
 
 
 class ImageReadError(ValueError):

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from .._checks import check_choice
 from .._cache import cache_key, read_entry, write_entry
 from .._io import file_sha256
+from ..data.prep import prepare_images
 
 
 
@@ -147,8 +148,6 @@ def file_key(path: str | Path) -> str:
 
 
 def resize_to_grid(image: torch.Tensor, short_side: int, patch: int) -> torch.Tensor:
-    """3×H×W → 3×H'×W': shorter side ≈ ``short_side``, both sides multiples of ``patch`` (antialiased bilinear)."""
-    H, W = image.shape[-2:]
-    s = short_side / min(H, W)
-    size = (max(patch, round(H * s / patch) * patch), max(patch, round(W * s / patch) * patch))
-    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+    """3×H×W in [0, 1] → 3×H'×W' in [0, 1]: shorter side ≈ ``short_side``, both sides multiples of ``patch``, one
+    antialiased bilinear resize (:func:`wrcup.data.prep.prepare_images`, which states the rounding rule)."""
+    return prepare_images(image, patch, short_side).clamp(0, 1)

@@ -368,7 +368,7 @@ def read_authors_checkpoint(path: str | Path) -> AuthorsCheckpoint:
 
 def convert_authors_checkpoint(path: str | Path, backbone: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """One of the authors' files → ``(state_dict, metadata)`` of a wrcup checkpoint (write it with
-    :func:`wrcup.train.checkpoint.save_checkpoint`; ``wrcup.load`` then serves it).
+    :func:`wrcup.models.checkpoint.save_checkpoint`; ``wrcup.load`` then serves it).
 
     The channel count comes from the weights (``outc``: dim output channels); the patch size from the backbone,
     whose dim must match. The network is the "wrc-reference" operator without the residual connection, i.e.

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .._checks import check_image_values, check_tensor
+from ..data.prep import prepare_images
 from .sizing import plan_passes, resize_features, resolve_output_size
 from .tiling import DEFAULT_MAX_MEMORY, RESERVED_BYTES, parse_memory, pass_bytes, upsample_bounded
 from .names import DEFAULT_CHECKPOINT, SHIPPED_CHECKPOINTS
@@ -63,30 +64,16 @@ class UpsampledBackbone(nn.Module):
         0–255 pixels) raise ValueError. That check reads two numbers back to the host; nothing else in the forward
         pass does, and nothing is read while torch.compile or torch.export traces the model.
         """
-        check_tensor(images, "images", 4)
-        if images.shape[1] != 3:
-            raise ValueError(f"images must have 3 channels (RGB), got shape {tuple(images.shape)}")
-        check_image_values(images, "images")
-        backbone = self.backbone
-        backbone._check_device(images)
+        x = self._checked_input(images)
         out_dtype = images.dtype
-        image_hw = tuple(images.shape[-2:])
-        x = backbone._prepare(images.to(backbone.dtype))
-        p = backbone.patch_size
+        p = self.backbone.patch_size
         budget = parse_memory(max_memory, "max_memory")
         target = None
         if output_size is not None or scale is not None:  # the default path stays free of size arithmetic (export)
-            target = resolve_output_size((x.shape[-2] // p, x.shape[-1] // p), image_hw,
+            target = resolve_output_size((x.shape[-2] // p, x.shape[-1] // p), tuple(images.shape[-2:]),
                                          output_size=output_size, scale=scale)
         tracing = torch.compiler.is_compiling()  # traced graphs take one untiled path, with no size checks
-        if tracing:
-            low = backbone._features(backbone._standardise(x))
-        else:
-            with torch.inference_mode():
-                low = backbone._features(backbone._standardise(x))
-            low = low.clone()  # an ordinary tensor, not an inference-mode one
-        dtype = parameter_dtype(self.upsampler, low.dtype)
-        guide, feats = backbone._standardise(x.to(dtype)), low.to(dtype)
+        guide, feats, low = self._encode(x, tracing)
         size = None if tracing else target or (2 * low.shape[-2], 2 * low.shape[-1])
         if size is not None and self._exceeds_budget(tuple(low.shape[-2:]), size, feats, budget):
             _check_inputs(guide, feats, self.upsampler.dim, self.upsampler.patch_size)
@@ -97,6 +84,40 @@ class UpsampledBackbone(nn.Module):
             high = upsample_to_size(self.upsampler, guide, feats, target)
         high = high.to(out_dtype)
         return (high, low.to(out_dtype)) if return_low_res else high
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images B×3×H×W float in [0, 1] → ``(guide, features)``, what the upsampler takes (e.g. for
+        :func:`wrcup.models.tiling.upsample_bounded` with a ``sink``), both in the upsampler's dtype:
+
+        * ``guide``: B×3×(p·h)×(p·w), the images resized once to multiples of the patch size
+          (:func:`wrcup.data.prep.prepare_images`) and normalised by the backbone;
+        * ``features``: B×dim×h×w, the backbone's features of them.
+
+        Checked once, as in :meth:`forward`.
+        """
+        guide, feats, _ = self._encode(self._checked_input(images), torch.compiler.is_compiling())
+        return guide, feats
+
+    def _checked_input(self, images: torch.Tensor) -> torch.Tensor:
+        """The one value check of the input, then the images at the backbone's patch grid, in its dtype."""
+        check_tensor(images, "images", 4)
+        if images.shape[1] != 3:
+            raise ValueError(f"images must have 3 channels (RGB), got shape {tuple(images.shape)}")
+        check_image_values(images, "images")
+        self.backbone._check_device(images)
+        return prepare_images(images.to(self.backbone.dtype), self.backbone.patch_size)
+
+    def _encode(self, x: torch.Tensor, tracing: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prepared images x → (guide, features in the upsampler's dtype, features in the backbone's dtype)."""
+        backbone = self.backbone
+        if tracing:
+            low = backbone._features(backbone._standardise(x))
+        else:
+            with torch.inference_mode():
+                low = backbone._features(backbone._standardise(x))
+            low = low.clone()  # an ordinary tensor, not an inference-mode one
+        dtype = parameter_dtype(self.upsampler, low.dtype)
+        return backbone._standardise(x.to(dtype)), low.to(dtype), low
 
     def _exceeds_budget(self, grid: tuple[int, int], size: tuple[int, int], features: torch.Tensor,
                         budget: int) -> bool:
@@ -165,9 +186,17 @@ def load(name_or_path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devi
             backbones other than the embedded one).
     """
     from .. import backbones
-    from ..train.checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint
 
-    state, meta = load_checkpoint(checkpoint_path(name_or_path))
+    path = checkpoint_path(name_or_path)
+    try:
+        state, meta = load_checkpoint(path)
+    except ValueError as err:
+        if path.suffix.lower() == ".safetensors":
+            raise ValueError(f"name_or_path {str(name_or_path)!r}: {err}") from None
+        raise ValueError(f"name_or_path {str(name_or_path)!r} is not a wrcup checkpoint: expected a shipped name "
+                         f"({', '.join(sorted(SHIPPED_CHECKPOINTS))}) or a .safetensors file written by wrcup train "
+                         f"or wrcup convert") from None
     backbone = backbones.load(meta["backbone"], weights=backbone_weights, device=device)
     if backbone.dim != meta["dim"] or backbone.patch_size != meta["patch_size"]:
         raise ValueError(

@@ -203,9 +203,10 @@ def comparison_figure(
     families = font_families()
     pca_lo, pca_hi = feature_pca(low_res, high_res)
     panels = [
-        (f"image\n{H}×{W}", image.detach().float().cpu().expand(3, H, W).permute(1, 2, 0).clamp(0, 1).numpy()),
-        (f"low-res PCA\n{low_res.shape[-2]}×{low_res.shape[-1]}", pca_lo.permute(1, 2, 0).numpy()),
-        (f"upsampled PCA\n{high_res.shape[-2]}×{high_res.shape[-1]}", pca_hi.permute(1, 2, 0).numpy()),
+        # sizes as width×height, as wrcup upsample states them
+        (f"image\n{W}×{H}", image.detach().float().cpu().expand(3, H, W).permute(1, 2, 0).clamp(0, 1).numpy()),
+        (f"low-res PCA\n{low_res.shape[-1]}×{low_res.shape[-2]}", pca_lo.permute(1, 2, 0).numpy()),
+        (f"upsampled PCA\n{high_res.shape[-1]}×{high_res.shape[-2]}", pca_hi.permute(1, 2, 0).numpy()),
     ]
     sims = []
     if point_xy is not None:

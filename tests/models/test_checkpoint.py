@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from wrcup.train.checkpoint import load_checkpoint, load_train_state, read_metadata, save_checkpoint
+from wrcup._io import file_sha256
+from wrcup.models.checkpoint import load_checkpoint, load_train_state, read_metadata, save_checkpoint
 
 META = {"backbone": "dinov2-s14-imgfocus", "dim": 4, "patch_size": 14, "operator": "transposed", "steps": 3}
 
@@ -145,3 +147,74 @@ def test_foreign_safetensors_file_gets_a_clear_error(tmp_path):
         read_metadata(tmp_path / "absent.safetensors")
     with pytest.raises(FileNotFoundError, match="cannot resume"):
         load_train_state(tmp_path / "plain.safetensors")
+
+
+# Checkpoint sets written by the code before checkpoint.py moved from wrcup.train to wrcup.models (commit f5fcac5):
+# a small conv + BatchNorm network after 3 fused-AdamW steps with a LambdaLR schedule, saved as the trainer saves
+# (run/last.* with its named training state, a weights-only snapshot run/step-000003.*) and in the older layout
+# (old/last.state.pt beside the weights). Running jobs and shipped run folders hold exactly these files.
+FORMAT_FIXTURE = Path(__file__).parent / "data" / "checkpoint_format"
+
+
+def _fixture_network() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 2, 1))
+
+
+@pytest.mark.parametrize("layout", ["run", "old"])
+def test_checkpoint_sets_written_by_the_earlier_code_load_and_resume(layout):
+    from wrcup.train.config import TrainConfig
+    from wrcup.train.trainer import lr_factor
+
+    path = FORMAT_FIXTURE / layout / "last.safetensors"
+    state, meta = load_checkpoint(path)
+    assert meta == json.loads(path.with_suffix(".json").read_text())
+    assert (meta["steps"], meta["operator"], meta["data"]["num_images"]) == (3, "wrc-aligned", 760)
+    net = _fixture_network()
+    net.load_state_dict(state)  # strict: every key, shape and dtype as written
+    assert int(state["1.num_batches_tracked"]) == 3 and state["1.num_batches_tracked"].dtype == torch.int64
+    cfg = TrainConfig.from_dict(meta["config"])  # the recorded settings of a resumed run
+    assert (cfg.high_res, cfg.scale_mix, cfg.keep_every, cfg.fast) == ([448, 896], [3.0, 1.0], 1000, True)
+    assert cfg.resume_differences(TrainConfig.from_dict(meta["config"])) == []
+    train_state = load_train_state(path)
+    assert (train_state["step"], train_state["elapsed"]) == (3, 12.5)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    optimizer.load_state_dict(train_state["optimizer"])
+    scheduler.load_state_dict(train_state["scheduler"])
+    assert scheduler.last_epoch == 3 and float(optimizer.state_dict()["state"][0]["step"]) == 3
+
+
+def test_the_written_format_is_byte_for_byte_the_earlier_one(tmp_path, monkeypatch):
+    import uuid
+
+    # a weights-only save (snapshots, final and shipped checkpoints) is deterministic: identical bytes
+    snapshot = FORMAT_FIXTURE / "run" / "step-000003.safetensors"
+    state, meta = load_checkpoint(snapshot)
+    again = save_checkpoint(tmp_path / "step-000003", state, meta)
+    assert again.read_bytes() == snapshot.read_bytes()
+    assert again.with_suffix(".json").read_bytes() == snapshot.with_suffix(".json").read_bytes()
+    # with a training state, torch.save's archive differs from save to save (a serialization id), and the order of
+    # the two header entries may too; the weights file then holds the same tensor bytes and the same header but for
+    # the state file's name, size and sha256
+    earlier = FORMAT_FIXTURE / "run" / "last.safetensors"
+    earlier_state = next(earlier.parent.glob("last.*.state.pt"))
+    fixed = uuid.UUID(earlier_state.name.split(".")[1])
+    monkeypatch.setattr(uuid, "uuid4", lambda: fixed)
+    path = save_checkpoint(tmp_path / "last", state, meta, load_train_state(earlier))
+    assert {p.name for p in tmp_path.glob("last*")} == {"last.json", earlier_state.name, "last.safetensors"}
+    new_state = path.with_name(earlier_state.name)
+    (header, data), (earlier_header, earlier_data) = _split(path), _split(earlier)
+    assert data == earlier_data
+    entry = {"file": new_state.name, "size": new_state.stat().st_size, "sha256": file_sha256(new_state)}
+    assert json.loads(header["__metadata__"].pop("wrcup_train_state")) == entry
+    assert json.loads(earlier_header["__metadata__"].pop("wrcup_train_state"))["file"] == earlier_state.name
+    assert header == earlier_header
+    assert load_train_state(path)["optimizer"]["state"][0]["exp_avg"].equal(
+        load_train_state(earlier)["optimizer"]["state"][0]["exp_avg"])
+
+
+def _split(path) -> tuple[dict, bytes]:
+    """A safetensors file → (its JSON header, the tensor bytes after it)."""
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8:8 + size]), raw[8 + size:]
