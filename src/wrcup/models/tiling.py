@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["DEFAULT_OVERLAP", "DEFAULT_MAX_MEMORY", "tile_spans", "plan_tiles", "blend_ramp", "blend_window",
-           "linear_taps", "resize_crop", "bilinear_runs", "grow_bilinear", "grow_scratch_numel", "pass_bytes", "choose_tile", "parse_memory", "guidance_crop", "tiled_pass",
+           "linear_taps", "resize_crop", "bilinear_runs", "grow_bilinear", "grow_scratch_bytes", "pass_bytes", "choose_tile", "parse_memory", "guidance_crop", "tiled_pass",
            "learned_passes_to_guidance", "learned_grid", "upsample_bounded"]
 
 # Overlap between neighbouring tiles, in cells of the pass's INPUT grid (the output overlap is twice that).
@@ -147,12 +147,14 @@ def bilinear_runs(in_len: int, out_len: int, start: int = 0, stop: int | None = 
     return [(start + s, start + e, i0[s], i1[s]) for s, e in zip(bounds, bounds[1:])]
 
 
-def grow_scratch_numel(x_shape: Sequence[int], size: Sequence[int], rows: int) -> int:
-    """Float32 values of scratch :func:`grow_bilinear` needs for x of shape (…, h, w), output ``size`` and a band
-    of ``rows`` output rows: its columns-resized source rows and their differences."""
+def grow_scratch_bytes(x_shape: Sequence[int], size: Sequence[int], rows: int, dtype: torch.dtype = torch.float32) -> int:
+    """Bytes of scratch :func:`grow_bilinear` needs for x of shape (…, h, w) and ``dtype``, output ``size`` and a
+    band of ``rows`` output rows: its source rows resized along the columns (float64, then in x's dtype) and
+    their differences."""
     lead = math.prod(int(n) for n in x_shape[:-2])
     src_rows = min(int(x_shape[-2]), math.ceil(rows * x_shape[-2] / int(size[0])) + 2)
-    return 2 * lead * src_rows * int(size[1])
+    m = lead * src_rows * int(size[1])
+    return 8 * m + 2 * m * torch.empty((), dtype=dtype).element_size()
 
 
 def grow_bilinear(x: torch.Tensor, size: Sequence[int], out: torch.Tensor, rows: tuple[int, int] | None = None,
@@ -160,14 +162,15 @@ def grow_bilinear(x: torch.Tensor, size: Sequence[int], out: torch.Tensor, rows:
     """Rows ``rows`` (default all) of ``F.interpolate(x, size, mode="bilinear", align_corners=False)`` (no
     antialiasing) written into ``out``; returns ``out``.
 
-    x: …×h×w float32 (or float64); out: …×(r1-r0)×W, any float dtype (float16: the float32 values are rounded
-    once, on the write). ``scratch``: optional float32 (x's dtype) tensor of at least :func:`grow_scratch_numel`
-    values, reused across calls (fresh large allocations cost page faults comparable to the arithmetic).
+    x: …×h×w float32 (or float64); out: contiguous …×(r1-r0)×W, any float dtype (float16: the values are rounded
+    once, on the write). ``scratch``: optional uint8 tensor of at least :func:`grow_scratch_bytes`, reused across
+    calls (fresh large allocations cost page faults comparable to the arithmetic).
 
-    Separable: the columns are resized first on the source rows the band reads (torch's kernel, scale 1 along
-    the rows, so exact), then each run of output rows with the same two source rows (:func:`bilinear_runs`) is
-    ``a + frac·(b − a)`` in one broadcast multiply-add that writes straight into ``out``. Agrees with
-    :func:`torch.nn.functional.interpolate` to a few units of x's last place.
+    Separable: the columns are resized first on the few source rows the band reads (torch's kernel in float64,
+    whose sample positions are exact where float32 ones are off by up to ~1e-5 cells at a few thousand columns;
+    scale 1 along the rows), then each run of output rows with the same two source rows (:func:`bilinear_runs`) is
+    ``a + frac·(b − a)`` in x's dtype, one broadcast multiply-add that writes straight into ``out``. Agrees with a
+    float64 oracle to a few roundings of x's dtype (so float16 outputs are correctly rounded but for ties).
     """
     H, W = int(size[0]), int(size[1])
     r0, r1 = rows if rows is not None else (0, H)
@@ -178,14 +181,17 @@ def grow_bilinear(x: torch.Tensor, size: Sequence[int], out: torch.Tensor, rows:
     runs = bilinear_runs(h, H, r0, r1)
     lo, hi = runs[0][2], max(r[3] for r in runs) + 1
     n = math.prod(lead)
-    need = 2 * n * (hi - lo) * W
+    m = n * (hi - lo) * W
+    item = x.element_size()
+    need = 8 * m + 2 * m * item
     if scratch is None or scratch.numel() < need:
-        scratch = torch.empty(need, dtype=x.dtype, device=x.device)
-    cols = scratch[:n * (hi - lo) * W].view(1, n, hi - lo, W)
-    torch.ops.aten.upsample_bilinear2d.out(x.reshape(1, n, h, w)[..., lo:hi, :], [hi - lo, W], False, None, None,
-                                           out=cols)
-    cols = cols[0]
-    diff = scratch[n * (hi - lo) * W:need].view(n, hi - lo, W)[:, :-1]
+        scratch = torch.empty(need, dtype=torch.uint8, device=x.device)
+    wide = scratch[:8 * m].view(torch.float64).view(1, n, hi - lo, W)
+    torch.ops.aten.upsample_bilinear2d.out(x.reshape(1, n, h, w)[..., lo:hi, :].double(), [hi - lo, W], False,
+                                           None, None, out=wide)
+    cols = scratch[8 * m:8 * m + m * item].view(x.dtype).view(n, hi - lo, W)
+    cols.copy_(wide[0])
+    diff = scratch[8 * m + m * item:need].view(x.dtype).view(n, hi - lo, W)[:, :-1]
     torch.sub(cols[:, 1:], cols[:, :-1], out=diff)
     frac = linear_taps(h, H, r0, r1)[2].to(x.dtype)
     flat = out.view(n, r1 - r0, W)
@@ -368,7 +374,8 @@ def upsample_bounded(upsampler, image: torch.Tensor, features: torch.Tensor, siz
         else:
             band = torch.empty(B, C, r1 - r0, size[1], dtype=band_dtype or x.dtype, device=x.device)
             if scratch is None:
-                scratch = torch.empty(grow_scratch_numel(x.shape, size, rows), dtype=x.dtype, device=x.device)
+                scratch = torch.empty(grow_scratch_bytes(x.shape, size, rows, x.dtype), dtype=torch.uint8,
+                                      device=x.device)
             grow_bilinear(x, size, band, (r0, r1), scratch)
         sink(r0, band)
     return None

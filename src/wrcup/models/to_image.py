@@ -17,7 +17,7 @@ from typing import BinaryIO, Sequence
 
 import torch
 
-from .tiling import DEFAULT_MAX_MEMORY, DEFAULT_OVERLAP, RESERVED_BYTES, grow_bilinear, grow_scratch_numel, learned_grid
+from .tiling import DEFAULT_MAX_MEMORY, DEFAULT_OVERLAP, RESERVED_BYTES, grow_bilinear, grow_scratch_bytes, learned_grid
 
 __all__ = ["CHUNK_BYTES", "plan_chunks", "npy_header", "ToImageResult", "write_features_npy"]
 
@@ -103,7 +103,7 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
     scratch = None
     if grows:
         c0, c1, r0, r1 = chunks[0]
-        scratch = torch.empty(grow_scratch_numel((c1 - c0, *x.shape[-2:]), (H, W), r1 - r0), dtype=x.dtype,
+        scratch = torch.empty(grow_scratch_bytes((c1 - c0, *x.shape[-2:]), (H, W), r1 - r0), dtype=torch.uint8,
                               device=x.device)
     k = -(-max(H, W) // figure_side)
     reduced = torch.zeros(C, -(-H // k), -(-W // k))
