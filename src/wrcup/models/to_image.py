@@ -74,9 +74,10 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
     current position, sequentially) and return a :class:`ToImageResult`.
 
     image: 1×3×(p·h)×(p·w) backbone-normalised; features: 1×C×h×w; size: (H, W). The values equal
-    ``upsample_bounded(upsampler, image, features, size, …)`` (float32) rounded to float16. Memory: the learned
-    passes within ``max_memory`` as in :func:`~wrcup.models.tiling.learned_grid`; then two chunk buffers of at
-    most ``chunk_bytes`` (less when the budget is small), their scratch and the reduced copy.
+    ``upsample_bounded(upsampler, image, features, size, …)`` rounded to float16 (to within float32 rounding).
+    Memory: the learned passes within ``max_memory`` as in :func:`~wrcup.models.tiling.learned_grid`; then about
+    ``chunk_bytes`` (less when the budget is small) for one chunk and the growth's scratch, one more chunk being
+    written, and the reduced copy.
     """
     from .sizing import resize_features
 
@@ -93,13 +94,18 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
     t1 = time.perf_counter()
 
     budget = max(max_memory - RESERVED_BYTES, 0)
-    chunks = plan_chunks((C, H, W), max(min(chunk_bytes, budget // 4), 2 * W))
+    grows = tuple(x.shape[-2:]) != (H, W)
+    chunk_bytes = max(min(chunk_bytes, budget // 4), 2 * W)
+    if grows:  # the growth's scratch counts against the chunk: shrink the output part in proportion
+        per_channel = 2 * H * W
+        chunk_bytes = max(2 * W, chunk_bytes * per_channel // (per_channel + grow_scratch_bytes((1, *x.shape[-2:]),
+                                                                                               (H, W), H)))
+    chunks = plan_chunks((C, H, W), chunk_bytes)
     cap = max((c1 - c0) * (r1 - r0) * W for c0, c1, r0, r1 in chunks)
     buffers = [torch.empty(cap, dtype=torch.float16) for _ in range(min(2, len(chunks)))]
     # on an accelerator the growth runs there, into one device buffer copied to the host buffer per chunk
     on_host = x.device.type == "cpu"
     work = None if on_host else torch.empty(cap, dtype=torch.float16, device=x.device)
-    grows = tuple(x.shape[-2:]) != (H, W)
     scratch = None
     if grows:
         c0, c1, r0, r1 = chunks[0]
