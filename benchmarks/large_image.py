@@ -52,6 +52,7 @@ def run_cli(photo: Path, out: Path, extra: list[str]) -> dict:
     if proc.returncode:
         raise SystemExit(stderr[-2000:])
     row = {"args": extra, "wall_s": round(wall, 2), "peak_rss_gib": round(rusage.ru_maxrss * 1024 / 2**30, 3)}
+    row["status"] = next((line.strip() for line in stderr.splitlines() if "backbone" in line), None)
     m = STATUS.search(stderr)
     if m:
         row.update(zip(FIELDS, (float(v) for v in m.groups())))
