@@ -140,8 +140,9 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
                 target.copy_(x[c0:c1, r0:r1])
             if not on_host:
                 out.copy_(target)
-            keep = torch.arange(-r0 % k, r1 - r0, k)
-            reduced[c0:c1, (r0 + keep) // k] = out[:, keep, ::k].float()
+            first = -r0 % k  # the chunk's first row on the every-k-th grid, then every k-th: a strided copy
+            taken = len(range(first, r1 - r0, k))
+            reduced[c0:c1, (r0 + first) // k:(r0 + first) // k + taken].copy_(out[:, first::k, ::k])
             growth_s += time.perf_counter() - start
             pending.append(writer.submit(write, memoryview(out.numpy()).cast("B")))
         for p in pending[-2:]:
