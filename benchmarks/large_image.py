@@ -1,13 +1,19 @@
-"""Peak memory and time split of ``wrcup upsample --to-image`` on a large photo, and tiled-vs-untiled seams.
+"""Time split and peak memory of ``wrcup upsample --to-image`` on a large photo; the floor of its growth and writing;
+tiled-vs-untiled seams.
 
-Each run is a fresh process (the peak RSS of a child, ``resource.getrusage(RUSAGE_CHILDREN)``), so the figure is
-the high-water mark of the whole command: Python, torch, the model, the photo and the upsampling. The time split
-(backbone, learned passes, bilinear growth and writing) is read from the command's status line.
+The test photo is made by upscaling a real photo (Lanczos) to ``--width``×``--height``. Three parts:
 
-The test photo is made by upscaling a real photo (Lanczos) to ``--width``×``--height``:
+- runs: the CLI in a fresh process per run (peak RSS of that process from ``os.wait4``, Linux/macOS), ``--repeat`` rounds,
+  the ``--config`` variants alternating within each round; the time split (backbone, learned passes, bilinear
+  growth and writing, of which growth computing, waiting for the writer, writer busy) is read from the command's
+  status line, and ``upsampling / backbone`` is taken per run (both measured in the same process), then the median.
+- floor (``--floor``): in this one process, interleaved for ``--repeat`` rounds on the same photo: the backbone at
+  ``--size``, the learned passes, the growth alone (no writing) into reused buffers, touching as many float16 values
+  once (a fill of a reused buffer), and writing as many bytes to a new file in ``--out`` (the output's disk).
+- seams (``--seams``): the tiled vs untiled second pass at 448 (≈1 min).
 
-    python benchmarks/large_image.py $DATA/imagenet-sample/n01440764_tench.JPEG --out /tmp/large
-    python benchmarks/large_image.py PHOTO --out /tmp/large --seams    # also the seam figure at 448 (≈1 min)
+    python benchmarks/large_image.py $DATA/imagenet-sample/n01440764_tench.JPEG --out /tmp/large --floor
+    python benchmarks/large_image.py PHOTO --out /tmp/large --config "" --config "--max-side 1024" --json r.json
 """
 from __future__ import annotations
 
@@ -15,31 +21,118 @@ import argparse
 import json
 import os
 import re
-import resource
+import shlex
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+STATUS = re.compile(r"backbone ([\d.]+) s, upsampling ([\d.]+) s \(learned passes ([\d.]+) s, bilinear growth and "
+                    r"writing ([\d.]+) s: growth ([\d.]+) s, waiting for the writer ([\d.]+) s, writer busy ([\d.]+) s\)")
+FIELDS = ("backbone_s", "upsampling_s", "learned_passes_s", "growth_and_writing_s", "growth_s", "wait_s",
+          "writer_busy_s")
 
 
 def run_cli(photo: Path, out: Path, extra: list[str]) -> dict:
+    """One ``wrcup upsample --to-image`` in a fresh process: its wall time, peak RSS (its own, ``os.wait4``) and
+    status-line split."""
     env = dict(os.environ, PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "wrcup.cli.main", "upsample", str(photo), "--out", str(out),
-                           "--overwrite", *extra], env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    with tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "wrcup.cli.main", "upsample", str(photo), "--out", str(out),
+                                 "--overwrite", "--to-image", *extra], env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, rusage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        stderr = err.read()
     if proc.returncode:
-        raise SystemExit(proc.stderr[-2000:])
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
-    row = {"args": extra, "wall_s": round(wall, 1), "peak_rss_gib": round(peak / 2**30, 3)}
-    m = re.search(r"backbone ([\d.]+) s, upsampling ([\d.]+) s \(learned passes ([\d.]+) s, bilinear growth and "
-                  r"writing ([\d.]+) s\)", proc.stderr)
+        raise SystemExit(stderr[-2000:])
+    row = {"args": extra, "wall_s": round(wall, 2), "peak_rss_gib": round(rusage.ru_maxrss * 1024 / 2**30, 3)}
+    row["status"] = next((line.strip() for line in stderr.splitlines() if "backbone" in line), None)
+    m = STATUS.search(stderr)
     if m:
-        row.update(zip(("backbone_s", "upsampling_s", "learned_passes_s", "growth_and_writing_s"),
-                       (float(v) for v in m.groups())))
+        row.update(zip(FIELDS, (float(v) for v in m.groups())))
+        row["upsampling_over_backbone"] = round(row["upsampling_s"] / row["backbone_s"], 2)
+    m = re.search(r"features (\d+)×(\d+) \(float16", stderr)
+    if m:
+        row["features_wh"] = [int(m.group(1)), int(m.group(2))]
     return row
+
+
+def medians(rows: list[dict]) -> dict:
+    keys = [k for k in rows[0] if isinstance(rows[0][k], (int, float)) and all(k in r for r in rows)]
+    return {k: round(statistics.median(r[k] for r in rows), 3) for k in keys}
+
+
+def floor(photo: Path, out: Path, size: int, max_side: int, repeat: int) -> dict:
+    """Backbone, learned passes, growth alone, one touch of the output's values and writing its bytes, interleaved
+    in this process (seconds, medians over ``repeat`` rounds)."""
+    import torch
+
+    import wrcup
+    from wrcup.cli.upsample import image_output_size
+    from wrcup.data.images import load_image, resize_short_side
+    from wrcup.models.tiling import grow_bilinear, grow_scratch_bytes, learned_grid, learned_passes_to_guidance
+    from wrcup.models.to_image import CHUNK_BYTES, plan_chunks
+
+    torch.set_grad_enabled(False)
+    model = wrcup.load()
+    image = load_image(photo)
+    H, W = image_output_size(image.shape[-2:], max_side)
+    x = model.backbone.prepare(resize_short_side(image[None], size).clamp(0, 1))
+    del image
+    low = model.backbone(x)
+    C = low.shape[1]
+    chunks = plan_chunks((C, H, W), CHUNK_BYTES)
+    cap = max((c1 - c0) * (r1 - r0) * W for c0, c1, r0, r1 in chunks)
+    buffers = [torch.empty(cap, dtype=torch.float16) for _ in range(2)]
+    for b in buffers:
+        b.fill_(0)  # first touch outside the timings
+    passes = learned_passes_to_guidance(low.shape[-2:], x.shape[-2:])
+    normalised = model.backbone.normalise(x)
+    grid = learned_grid(model.upsampler, normalised, low, (H, W), learned_passes=passes)[0].contiguous()
+    c0, c1, r0, r1 = chunks[0]
+    scratch = torch.empty(grow_scratch_bytes((c1 - c0, *grid.shape[-2:]), (H, W), r1 - r0), dtype=torch.uint8)
+    path = out / "floor-write.bin"
+
+    def backbone():
+        model.backbone(x)
+
+    def learned():
+        learned_grid(model.upsampler, normalised, low, (H, W), learned_passes=passes)
+
+    def growth():
+        for i, (c0, c1, r0, r1) in enumerate(chunks):
+            out_ = buffers[i % 2][:(c1 - c0) * (r1 - r0) * W].view(c1 - c0, r1 - r0, W)
+            grow_bilinear(grid[c0:c1], (H, W), out_, (r0, r1), scratch)
+
+    def touch():
+        for i, (c0, c1, r0, r1) in enumerate(chunks):
+            buffers[i % 2][:(c1 - c0) * (r1 - r0) * W].fill_(1.0)
+
+    def write():
+        with open(path, "wb") as f:
+            for i, (c0, c1, r0, r1) in enumerate(chunks):
+                f.write(memoryview(buffers[i % 2][:(c1 - c0) * (r1 - r0) * W].numpy()).cast("B"))
+        path.unlink()
+
+    parts = {"backbone_s": backbone, "learned_passes_s": learned, "growth_only_s": growth,
+             "touch_values_once_s": touch, "write_bytes_s": write}
+    times = {k: [] for k in parts}
+    for _ in range(repeat):
+        for k, fn in parts.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    result = {"size": size, "features_hw": [H, W], "learned_grid": list(grid.shape[-2:]), "channels": C,
+              "output_gb": round(C * H * W * 2 / 1e9, 3), "threads": torch.get_num_threads(),
+              "runs": {k: [round(t, 3) for t in v] for k, v in times.items()}}
+    result.update({k: round(statistics.median(v), 3) for k, v in times.items()})
+    return result
 
 
 def seams(photo: Path, size: int = 448) -> list[dict]:
@@ -73,24 +166,49 @@ def seams(photo: Path, size: int = 448) -> list[dict]:
 
 
 def main() -> None:
+    from _common import cpu_model
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("photo", type=Path)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--width", type=int, default=4000)
     ap.add_argument("--height", type=int, default=3000)
+    ap.add_argument("--config", action="append", default=None,
+                    help="extra flags of one CLI variant, e.g. '--max-side 1024' or '--size 896' (repeatable; "
+                         "default: one run with the defaults; '' is the defaults)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds (default: %(default)s)")
+    ap.add_argument("--floor", action="store_true", help="also the in-process floor at the default size and cap")
+    ap.add_argument("--floor-size", type=int, default=448)
+    ap.add_argument("--floor-max-side", type=int, default=2048)
     ap.add_argument("--seams", action="store_true")
+    ap.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = ap.parse_args()
     from PIL import Image
 
     args.out.mkdir(parents=True, exist_ok=True)
     big = args.out / f"photo{args.width}x{args.height}.jpg"
     Image.open(args.photo).convert("RGB").resize((args.width, args.height), Image.LANCZOS).save(big, quality=92)
-    result = {"photo": str(args.photo), "upscaled_to": [args.width, args.height],
-              "to_image": run_cli(big, args.out / "to-image", ["--to-image"])}
+    configs = [shlex.split(c) for c in (args.config or [""])]
+    runs = {" ".join(c): [] for c in configs}
+    for _ in range(args.repeat):
+        for c in configs:
+            runs[" ".join(c)].append(run_cli(big, args.out / "to-image", c))
+            print(json.dumps(runs[" ".join(c)][-1]), file=sys.stderr, flush=True)
+    result = {"photo": str(args.photo.name), "upscaled_to": [args.width, args.height], "cpu": cpu_model(),
+              "cpus": os.cpu_count(),
+              "to_image": {name: {"median": medians(rows), "runs": rows} for name, rows in runs.items()}}
+    if args.floor:
+        result["floor"] = floor(big, args.out, args.floor_size, args.floor_max_side, args.repeat)
     if args.seams:
         result["seams"] = seams(args.photo)
-    print(json.dumps(result, indent=1))
+    result["load_avg_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()

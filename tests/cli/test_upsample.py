@@ -120,11 +120,33 @@ def test_full_disk_fails_one_image_in_one_line_and_the_others_finish(tmp_path, r
     assert "wrote 1 of 2" in captured.out
 
 
+def test_to_image_on_a_full_disk_fails_in_one_line_and_leaves_no_file(tmp_path, real_photos, tmpfs, fast_load,
+                                                                       capsys):
+    # 384 float16 channels of 100×150 need 11.5 MB; the writer thread's error reaches the image's one line
+    photo = _photo(tmp_path / "p.png", real_photos, 0, size=(150, 100))
+    out = tmpfs("4m")
+    code = main(["upsample", str(photo), "--out", str(out), "--to-image", "--no-figure", "--quiet", *SMALL])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert [line for line in captured.err.splitlines() if "p.png" in line][0].endswith("No space left on device")
+    assert "Traceback" not in captured.err and list(out.iterdir()) == []
+
+
+def test_to_image_max_side_caps_the_long_side(tmp_path, real_photos, fast_load, capsys):
+    photo = _photo(tmp_path / "p.png", real_photos, 0, size=(150, 100))
+    out = tmp_path / "o"
+    assert main(["upsample", str(photo), "--out", str(out), "--to-image", "--max-side", "60", "--no-figure",
+                 *SMALL]) == 0
+    assert np.load(out / "p.npy", mmap_mode="r").shape == (384, 40, 60)
+    assert "features 60×40" in capsys.readouterr().err  # W×H, like every status line
+
+
 # ------------------------------------------------------------------------------------------ bad flags
 @pytest.mark.parametrize("argv, words", [
     (["--device", "gpu"], ["--device", "'gpu'", "cpu", "cuda"]),
     (["--device", "cuda"], ["--device", "no CUDA GPU"]),
     (["--size", "10"], ["--size", "at least 28", "10"]),
+    (["--to-image", "--max-side", "0"], ["--max-side", "0"]),
 ])
 def test_bad_flags_are_one_line_naming_the_flag(tmp_path, real_photos, no_model_load, monkeypatch, capsys, argv, words):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -73,6 +73,10 @@ def add_parser(sub) -> None:
                            "upsampler's passes stop at the grid that reaches a quarter of the image fed to the "
                            "backbone (the resolution of its image guidance); the rest is bilinear. The backbone "
                            "features are not in this file")
+    p.add_argument("--max-side", type=int, default=MAX_IMAGE_SIDE,
+                   help="--to-image: the cap on the long side of the features written (aspect kept; a smaller "
+                        "photo keeps its size). The time and the file grow with its square: 2048 → 1536×2048 "
+                        "for a 4:3 photo, 2.4 GB at dim 384 (default: %(default)s)")
     p.add_argument("--max-memory", default="4G",
                    help="working-memory budget, e.g. 4G or 512M: upsampler passes over it run on overlapping "
                         "tiles (default: %(default)s)")
@@ -316,46 +320,6 @@ def image_output_size(image_hw, cap: int = MAX_IMAGE_SIDE) -> tuple[int, int]:
     return max(1, round(H * f)), max(1, round(W * f))
 
 
-class NpyBandWriter:
-    """A float16 .npy file of shape C×H×W written band of rows by band (plain file writes, no memory map, so the
-    process never holds the array or its pages), plus a reduced float32 copy for the picture: every k-th row and
-    column, k = ⌈max(H, W) / FIGURE_SIDE⌉."""
-
-    def __init__(self, f, shape: tuple[int, int, int]):
-        import numpy as np
-        import torch
-
-        C, H, W = shape
-        self.f, self.shape = f, shape
-        np.lib.format.write_array_header_1_0(f, {"descr": "<f2", "fortran_order": False, "shape": shape})
-        self.offset = f.tell()
-        f.truncate(self.offset + C * H * W * 2)
-        self.k = -(-max(H, W) // FIGURE_SIDE)
-        self.small = torch.zeros(C, -(-H // self.k), -(-W // self.k))
-
-    def __call__(self, r0: int, band) -> None:
-        """band: 1×C×rows×W float tensor for rows r0 … r0+rows."""
-        import time
-
-        import torch
-
-        self.first = getattr(self, "first", None) or time.perf_counter()
-
-        C, H, W = self.shape
-        band = band[0]
-        rows = band.shape[1]
-        half = band.to(dtype=torch.float16).cpu().numpy()
-        for c in range(C):
-            self.f.seek(self.offset + (c * H + r0) * W * 2)
-            self.f.write(half[c].tobytes())
-        # every k-th row and column (the features are smooth at that scale; a mean cost 30 % of the run)
-        keep = torch.arange(-r0 % self.k, rows, self.k)
-        self.small[:, (r0 + keep) // self.k] = band[:, keep, ::self.k].float().cpu()
-
-    def reduced(self):
-        return self.small
-
-
 def process_to_image(job: Job, image, model, args, device: str, report: Report, bar) -> str | None:
     """--to-image: features at the photo's own resolution (capped), streamed into OUT/<name>.npy; see the flag's help."""
     import time
@@ -363,11 +327,12 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
     import torch
 
     from .._io import atomic_path
-    from ..models.tiling import learned_passes_to_guidance, upsample_bounded
+    from ..models.tiling import learned_passes_to_guidance
+    from ..models.to_image import write_features_npy
     from ..viz import save_comparison_figure
 
     H0, W0 = image.shape[-2:]
-    target = image_output_size((H0, W0))
+    target = image_output_size((H0, W0), args.max_side)
     x = backbone_input(image, model, args.size, device)
     del image
     H, W = x.shape[-2:]
@@ -379,14 +344,14 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
             guide, low = model.encode(x)
             t1 = time.perf_counter()
             with open(tmp, "wb") as f:
-                sink = NpyBandWriter(f, (low.shape[1], *target))
-                upsample_bounded(model.upsampler, guide, low, target,
-                                 max_memory=args.max_memory, sink=sink, band_dtype=torch.float16,
-                                 learned_passes=learned_passes_to_guidance(low.shape[-2:], (H, W)))
+                done = write_features_npy(f, model.upsampler, guide, low, target,
+                                          max_memory=args.max_memory, figure_side=FIGURE_SIDE,
+                                          learned_passes=learned_passes_to_guidance(low.shape[-2:], (H, W)))
             t2 = time.perf_counter()
             report.status(f"{job.image.name}: features {target[1]}×{target[0]} (float16 .npy); backbone "
-                          f"{t1 - t0:.1f} s, upsampling {t2 - t1:.1f} s (learned passes {sink.first - t1:.1f} s, "
-                          f"bilinear growth and writing {t2 - sink.first:.1f} s)")
+                          f"{t1 - t0:.2f} s, upsampling {t2 - t1:.2f} s (learned passes {done.learned_s:.2f} s, "
+                          f"bilinear growth and writing {t2 - t1 - done.learned_s:.2f} s: growth {done.growth_s:.2f} "
+                          f"s, waiting for the writer {done.wait_s:.2f} s, writer busy {done.write_s:.2f} s)")
         written.append(job.features)
         if job.figure is not None:
             px, py = args.point if args.point is not None else (W0 / 2, H0 / 2)
@@ -395,9 +360,9 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
                 report.warn(f"{job.image}: --point {px:g},{py:g} is outside the image ({W0}×{H0}); "
                             "its picture has no similarity maps")
             label = None if point is None else f"query ({px:g}, {py:g})"
-            save_comparison_figure(job.figure, x[0].cpu(), low[0].cpu(), sink.reduced(), point,
+            save_comparison_figure(job.figure, x[0].cpu(), low[0].cpu(), done.reduced, point,
                                    title=f"{job.image.name} — {args.model} (features {target[1]}×{target[0]}, "
-                                         f"every {sink.k}th drawn)", point_label=label)
+                                         f"every {done.k}th drawn)", point_label=label)
     except (RuntimeError, MemoryError) as err:  # e.g. a budget too small: this image fails, the others go on
         for path in written:
             path.unlink(missing_ok=True)
@@ -418,13 +383,14 @@ def run(args) -> int:
 
     import wrcup
 
-    from .._checks import resolve_device
+    from .._checks import check_positive_int, resolve_device
 
     from ..models.tiling import parse_memory
 
     report = Report(args.quiet)
     device = resolve_device(args.device, "--device")
     args.max_memory = parse_memory(args.max_memory, "--max-memory")
+    check_positive_int(args.max_side, "--max-side")
     _, meta = check_model(args.model)
     check_size(args.size, meta)
     out = Path(args.out)

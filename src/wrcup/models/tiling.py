@@ -9,6 +9,9 @@ Pure planning parts (small, tested on their own):
 - :func:`linear_taps`: the two source indices and the weight of each output index of a bilinear resize
   (``align_corners=False``, as :func:`torch.nn.functional.interpolate`), so any crop of a resized map can be
   computed from the map without resizing all of it.
+- :func:`bilinear_runs` / :func:`grow_bilinear`: the same resize computed fast into a preallocated output of any
+  float dtype: columns first on the few source rows a band needs, then each run of output rows that reads the
+  same two source rows in one broadcast multiply-add (float32 arithmetic, one rounding to the output's dtype).
 - :func:`pass_bytes` / :func:`choose_tile`: the working memory of one 2× pass of the WRC upsampler and the
   largest tile that fits a budget.
 
@@ -31,8 +34,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["DEFAULT_OVERLAP", "DEFAULT_MAX_MEMORY", "tile_spans", "plan_tiles", "blend_ramp", "blend_window",
-           "linear_taps", "resize_crop", "pass_bytes", "choose_tile", "parse_memory", "guidance_crop", "tiled_pass",
-           "learned_passes_to_guidance", "upsample_bounded"]
+           "linear_taps", "resize_crop", "bilinear_runs", "grow_bilinear", "grow_scratch_bytes", "pass_bytes", "choose_tile", "parse_memory", "guidance_crop", "tiled_pass",
+           "learned_passes_to_guidance", "learned_grid", "upsample_bounded"]
 
 # Overlap between neighbouring tiles, in cells of the pass's INPUT grid (the output overlap is twice that).
 DEFAULT_OVERLAP = 8
@@ -130,6 +133,75 @@ def resize_crop(x: torch.Tensor, size: Sequence[int], rows: tuple[int, int], col
     i0, i1, f = linear_taps(x.shape[-1], int(size[1]), *cols)
     f = f.to(x.dtype)
     return (band[..., i0] * (1 - f)).add_(band[..., i1] * f)
+
+
+def bilinear_runs(in_len: int, out_len: int, start: int = 0, stop: int | None = None) -> list[tuple[int, int, int, int]]:
+    """Outputs ``start:stop`` of a bilinear resize (:func:`linear_taps`) grouped into runs that read the same two
+    source indices: [(s, e, i0, i1)], outputs s:e (absolute), in order. An enlargement by k has about k outputs
+    per run, so a run is one broadcast operation instead of k gathers."""
+    stop = out_len if stop is None else stop
+    i0, i1, _ = linear_taps(in_len, out_len, start, stop)
+    change = torch.nonzero((i0[1:] != i0[:-1]) | (i1[1:] != i1[:-1])).flatten() + 1
+    bounds = [0, *change.tolist(), len(i0)]
+    i0, i1 = i0.tolist(), i1.tolist()
+    return [(start + s, start + e, i0[s], i1[s]) for s, e in zip(bounds, bounds[1:])]
+
+
+def grow_scratch_bytes(x_shape: Sequence[int], size: Sequence[int], rows: int, dtype: torch.dtype = torch.float32) -> int:
+    """Bytes of scratch :func:`grow_bilinear` needs for x of shape (…, h, w) and ``dtype``, output ``size`` and a
+    band of ``rows`` output rows: its source rows resized along the columns (float64, then in x's dtype) and
+    their differences."""
+    lead = math.prod(int(n) for n in x_shape[:-2])
+    src_rows = min(int(x_shape[-2]), math.ceil(rows * x_shape[-2] / int(size[0])) + 2)
+    m = lead * src_rows * int(size[1])
+    return 8 * m + 2 * m * torch.empty((), dtype=dtype).element_size()
+
+
+def grow_bilinear(x: torch.Tensor, size: Sequence[int], out: torch.Tensor, rows: tuple[int, int] | None = None,
+                  scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows ``rows`` (default all) of ``F.interpolate(x, size, mode="bilinear", align_corners=False)`` (no
+    antialiasing) written into ``out``; returns ``out``.
+
+    x: …×h×w float32 (or float64); out: contiguous …×(r1-r0)×W, any float dtype (float16: the values are rounded
+    once, on the write). ``scratch``: optional uint8 tensor of at least :func:`grow_scratch_bytes`, reused across
+    calls (fresh large allocations cost page faults comparable to the arithmetic).
+
+    Separable: the columns are resized first on the few source rows the band reads (torch's kernel in float64,
+    whose sample positions are exact where float32 ones are off by up to ~1e-5 cells at a few thousand columns;
+    scale 1 along the rows), then each run of output rows with the same two source rows (:func:`bilinear_runs`) is
+    ``a + frac·(b − a)`` in x's dtype, one broadcast multiply-add that writes straight into ``out``. Agrees with a
+    float64 oracle to a few roundings of x's dtype (so float16 outputs are correctly rounded but for ties).
+    """
+    H, W = int(size[0]), int(size[1])
+    r0, r1 = rows if rows is not None else (0, H)
+    lead = tuple(x.shape[:-2])
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if tuple(out.shape) != (*lead, r1 - r0, W):
+        raise ValueError(f"out must have shape {(*lead, r1 - r0, W)}, got {tuple(out.shape)}")
+    runs = bilinear_runs(h, H, r0, r1)
+    lo, hi = runs[0][2], max(r[3] for r in runs) + 1
+    n = math.prod(lead)
+    m = n * (hi - lo) * W
+    item = x.element_size()
+    need = 8 * m + 2 * m * item
+    if scratch is None or scratch.numel() < need:
+        scratch = torch.empty(need, dtype=torch.uint8, device=x.device)
+    wide = scratch[:8 * m].view(torch.float64).view(1, n, hi - lo, W)
+    torch.ops.aten.upsample_bilinear2d.out(x.reshape(1, n, h, w)[..., lo:hi, :].double(), [hi - lo, W], False,
+                                           None, None, out=wide)
+    cols = scratch[8 * m:8 * m + m * item].view(x.dtype).view(n, hi - lo, W)
+    cols.copy_(wide[0])
+    diff = scratch[8 * m + m * item:need].view(x.dtype).view(n, hi - lo, W)[:, :-1]
+    torch.sub(cols[:, 1:], cols[:, :-1], out=diff)
+    frac = linear_taps(h, H, r0, r1)[2].to(x.dtype)
+    flat = out.view(n, r1 - r0, W)
+    for s, e, i0, i1 in runs:
+        a = cols[:, i0 - lo, None, :]
+        if i1 == i0:  # clamped at an edge: a copy
+            flat[:, s - r0:e - r0].copy_(a.expand(-1, e - s, -1))
+        else:
+            torch.addcmul(a, frac[s - r0:e - r0].view(1, -1, 1), diff[:, i0 - lo, None, :], out=flat[:, s - r0:e - r0])
+    return out
 
 
 def pass_bytes(grid_hw: Sequence[int], dim: int, batch: int = 1) -> int:
@@ -240,30 +312,18 @@ def learned_passes_to_guidance(grid_hw: Sequence[int], image_hw: Sequence[int]) 
     return n
 
 
-def upsample_bounded(upsampler, image: torch.Tensor, features: torch.Tensor, size: Sequence[int],
-                     max_memory: int = DEFAULT_MAX_MEMORY, learned_passes: int | None = None, sink=None,
-                     overlap: int = DEFAULT_OVERLAP, band_dtype: torch.dtype | None = None):
-    """Features B×C×h×w → B×C×H×W within about ``max_memory`` bytes: like
-    :func:`wrcup.models.bundle.upsample_to_size`, with each pass tiled (:func:`tiled_pass`) when its estimate
-    (:func:`pass_bytes`) exceeds the budget left after :data:`RESERVED_BYTES`.
-
-    Args:
-        image: B×3×(p·h)×(p·w), backbone-normalised.
-        learned_passes: at most this many passes of the network (default: all of
-            :func:`~wrcup.models.sizing.plan_passes`); the rest of the way is bilinear.
-        sink: None → the result is returned as a tensor (the final resize as in
-            :func:`~wrcup.models.sizing.resize_features`). A callable ``sink(row0, band)`` → the output is never
-            held whole: the bilinear growth to H×W is computed band by band of rows (:func:`resize_crop`, exact,
-            float32) and each band B×C×rows×W is handed to it; returns None. (When the learned grid already
-            exceeds H×W, the antialiased shrink is computed whole first.) ``band_dtype``: the bands' dtype
-            (default that of the features; float16 halves the time and memory of the growth).
-    """
-    from .sizing import plan_passes, resize_features
+def learned_grid(upsampler, image: torch.Tensor, features: torch.Tensor, size: Sequence[int],
+                 max_memory: int = DEFAULT_MAX_MEMORY, learned_passes: int | None = None,
+                 overlap: int = DEFAULT_OVERLAP) -> torch.Tensor:
+    """The learned part of :func:`upsample_bounded`: features B×C×h×w → B×C×2ⁿh×2ⁿw after n passes of the upsampler,
+    n = :func:`~wrcup.models.sizing.plan_passes` towards ``size`` (at most ``learned_passes``), each pass tiled
+    (:func:`tiled_pass`) when its estimate (:func:`pass_bytes`) exceeds the budget left after
+    :data:`RESERVED_BYTES`. image: B×3×(p·h)×(p·w), backbone-normalised."""
+    from .sizing import plan_passes
     from .upsampler import WRCUpsampler
 
-    size = (int(size[0]), int(size[1]))
     budget = max(max_memory - RESERVED_BYTES, 0)
-    passes = plan_passes(tuple(features.shape[-2:]), size)
+    passes = plan_passes(tuple(features.shape[-2:]), (int(size[0]), int(size[1])))
     if learned_passes is not None:
         passes = min(passes, learned_passes)
     quarter = upsampler.image_branch.quarter_map(image) if isinstance(upsampler, WRCUpsampler) and passes else None
@@ -272,18 +332,50 @@ def upsample_bounded(upsampler, image: torch.Tensor, features: torch.Tensor, siz
         patch = upsampler.patch_size / 2**i
         tile = choose_tile(tuple(x.shape[-2:]), x.shape[1], budget, overlap, batch=x.shape[0])
         x = tiled_pass(upsampler, x, quarter, patch, tile or max(x.shape[-2:]), overlap)
-    del quarter
+    return x
+
+
+def upsample_bounded(upsampler, image: torch.Tensor, features: torch.Tensor, size: Sequence[int],
+                     max_memory: int = DEFAULT_MAX_MEMORY, learned_passes: int | None = None, sink=None,
+                     overlap: int = DEFAULT_OVERLAP, band_dtype: torch.dtype | None = None):
+    """Features B×C×h×w → B×C×H×W within about ``max_memory`` bytes: like
+    :func:`wrcup.models.bundle.upsample_to_size`, with each pass tiled (:func:`learned_grid`).
+
+    Args:
+        image: B×3×(p·h)×(p·w), backbone-normalised.
+        learned_passes: at most this many passes of the network (default: all of
+            :func:`~wrcup.models.sizing.plan_passes`); the rest of the way is bilinear.
+        sink: None → the result is returned as a tensor (the final resize as in
+            :func:`~wrcup.models.sizing.resize_features`). A callable ``sink(row0, band)`` → the output is never
+            held whole: the bilinear growth to H×W is computed band by band of rows (:func:`grow_bilinear`,
+            float32 arithmetic) and each band B×C×rows×W is handed to it; returns None. (When the learned grid
+            already exceeds H×W, the antialiased shrink is computed whole first.) ``band_dtype``: the bands' dtype
+            (default that of the features; float16 halves the memory of the bands). For a whole .npy file see
+            :func:`wrcup.models.to_image.write_features_npy` (faster: whole channels per write).
+    """
+    from .sizing import resize_features
+
+    size = (int(size[0]), int(size[1]))
+    budget = max(max_memory - RESERVED_BYTES, 0)
+    x = learned_grid(upsampler, image, features, size, max_memory, learned_passes, overlap)
     grows = x.shape[-2] <= size[0] and x.shape[-1] <= size[1]
     if sink is None or not grows:
         x = resize_features(x, size)
         if sink is None:
             return x
     B, C = x.shape[:2]
-    # a band of float32 rows and the temporaries of its resize and of the sink (float16 copy): ≈ 8 bands
+    # a band of float32 rows and the scratch of its resize: ≈ 8 bands
     rows = max(1, min(size[0], budget // 8 // max(1, 4 * B * C * size[1])))
+    scratch = None
     for r0 in range(0, size[0], rows):
         r1 = min(size[0], r0 + rows)
-        band = (x[..., r0:r1, :] if tuple(x.shape[-2:]) == size
-                else resize_crop(x, size, (r0, r1), (0, size[1]), out_dtype=band_dtype))
-        sink(r0, band.to(band_dtype or band.dtype))
+        if tuple(x.shape[-2:]) == size:
+            band = x[..., r0:r1, :].to(band_dtype or x.dtype)
+        else:
+            band = torch.empty(B, C, r1 - r0, size[1], dtype=band_dtype or x.dtype, device=x.device)
+            if scratch is None:
+                scratch = torch.empty(grow_scratch_bytes(x.shape, size, rows, x.dtype), dtype=torch.uint8,
+                                      device=x.device)
+            grow_bilinear(x, size, band, (r0, r1), scratch)
+        sink(r0, band)
     return None
