@@ -36,6 +36,7 @@ through that table, never by position, so their entries load correctly in any or
 """
 from __future__ import annotations
 
+import weakref
 from typing import Mapping, Sequence
 
 import torch
@@ -78,6 +79,64 @@ REFERENCE_MODULE_NAMES = (
 _REFERENCE_CHILD_NAMES = {"shortcut": "downsample"}
 
 
+# ------------------------------------------------------------------ fused inference convolutions (CPU, no grad)
+# An eager float32 convolution on CPU re-lays out its weight (and an NCHW input and output) for oneDNN on every
+# call, and BatchNorm-folded blocks then spend separate passes on each ReLU and residual add. Without gradients,
+# a BatchNorm-folded network instead runs each convolution as one oneDNN call on channels-last tensors, with its
+# weight laid out once (cached per module) and the ReLU / residual add applied inside the call. Same arithmetic
+# per output element; tests/models/test_upsampler.py compares both paths.
+def _has_fused_conv() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_FUSED_CONV = _has_fused_conv()
+_PACKED_WEIGHTS: "weakref.WeakKeyDictionary[nn.Conv2d, tuple]" = weakref.WeakKeyDictionary()
+
+
+def fused_inference(x: torch.Tensor) -> bool:
+    """Whether the fused inference convolutions apply to ``x``: gradients off (no_grad / inference_mode), a
+    float32 CPU tensor, oneDNN available, and not traced (compile, export and ONNX see the plain modules)."""
+    return (_FUSED_CONV and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and not torch.onnx.is_in_onnx_export())
+
+
+def _packed_weight(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv.weight`` in oneDNN's layout for input shape ``x.shape``, cached until the weight changes."""
+    weight = conv.weight
+    try:
+        key = (weight.data_ptr(), weight._version, tuple(x.shape))
+    except RuntimeError:  # an inference-mode tensor has no version counter: lay it out on every call
+        key = None
+    hit = _PACKED_WEIGHTS.get(conv)
+    if key is not None and hit is not None and hit[0] == key:
+        return hit[1]
+    packed = torch.ops.mkldnn._reorder_convolution_weight(
+        weight, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(x.shape))
+    if key is not None:
+        _PACKED_WEIGHTS[conv] = (key, packed)
+    return packed
+
+
+def _conv_fused(conv: nn.Conv2d, x: torch.Tensor, relu: bool, add: torch.Tensor | None = None) -> torch.Tensor:
+    """relu?(conv(x) + add) in one oneDNN call; x (and ``add``) channels-last float32 CPU, conv zero-padded."""
+    args = (_packed_weight(conv, x), conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+            conv.groups)
+    if add is None:
+        return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu" if relu else "none", [], "")
+    return torch.ops.mkldnn._convolution_pointwise.binary(x, add, *args, "add", None, "relu" if relu else None, [],
+                                                          "" if relu else None)
+
+
+def _folded(*norms: nn.Module) -> bool:
+    """BatchNorms replaced by identities (:func:`~wrcup.models.fold_batchnorm`): each conv is followed directly
+    by its ReLU or add."""
+    return all(isinstance(m, nn.Identity) for m in norms)
+
+
 class Bottleneck(nn.Module):
     """1×1 conv, BN, ReLU, 3×3 conv (stride), BN, ReLU, 1×1 conv, BN, + shortcut, ReLU. Convs without bias.
 
@@ -101,12 +160,22 @@ class Bottleneck(nn.Module):
                 nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut_norm = () if self.shortcut is None else (self.shortcut[1],)
+        if fused_inference(x) and _folded(self.bn1, self.bn2, self.bn3, *shortcut_norm):
+            return self._forward_fused(x)
         # In-place ReLUs and add: BN backward needs its input, not its output, so this is autograd-safe.
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = F.relu(self.bn2(self.conv2(out)), inplace=True)
         out = self.bn3(self.conv3(out))
         out += x if self.shortcut is None else self.shortcut(x)
         return F.relu(out, inplace=True)
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The BatchNorm-folded block through :func:`_conv_fused` (see :func:`fused_inference`); channels-last out."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        out = _conv_fused(self.conv2, _conv_fused(self.conv1, x, relu=True), relu=True)
+        shortcut = x if self.shortcut is None else _conv_fused(self.shortcut[0], x, relu=False)
+        return _conv_fused(self.conv3, out, relu=True, add=shortcut)
 
 
 class ImageGuidance(nn.Module):
@@ -128,7 +197,10 @@ class ImageGuidance(nn.Module):
         """image B×3×H×W → B×G×⌈H/4⌉×⌈W/4⌉ (channels-last memory layout)."""
         # Channels-last convolutions at full image resolution are markedly faster (≈1.5× for this branch on
         # CPU, measured at 448²); copying a 3-channel image costs little.
-        return self.quarter(self.stem(image.contiguous(memory_format=torch.channels_last)))
+        image = image.contiguous(memory_format=torch.channels_last)
+        if fused_inference(image) and _folded(self.stem[1]):
+            return self.quarter(_conv_fused(self.stem[0], image, relu=True))
+        return self.quarter(self.stem(image))
 
     def guidance(self, quarter: torch.Tensor, grid: tuple[int, int], patch_size: float):
         """quarter B×G×Hq×Wq, token grid (h, w), (effective) patch size → (g1 B×G×2h×2w, g2 B×G×h×w)."""
@@ -243,8 +315,13 @@ class WRCUpsampler(nn.Module):
     def guided(self, features: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
         """The feature path given its guidance: features B×dim×h×w, g1 B×G×2h×2w, g2 B×G×h×w → B×dim×2h×2w."""
         x = self.feature_path(torch.cat([features, g2.to(features.dtype)], dim=1))
-        x = self.operator(x)
-        x = self.head(self.fuse(torch.cat([x, g1.to(x.dtype)], dim=1)))
+        x = self.operator(x.contiguous())  # the fused inference blocks return channels-last maps
+        x = self.fuse(torch.cat([x, g1.to(x.dtype)], dim=1))
+        if fused_inference(x):  # head and residual add in one call (fused_inference); the usual layout returned
+            cl = torch.channels_last
+            res = _upsample2x(features.contiguous(memory_format=cl)) if self.residual else None
+            return _conv_fused(self.head, x.contiguous(memory_format=cl), relu=False, add=res).contiguous()
+        x = self.head(x)
         if self.residual:
             x = x + _upsample2x(features)
         return x

@@ -271,10 +271,9 @@ def build_model(cfg: TrainConfig, backbone, device) -> torch.nn.Module:
     from ..models.upsampler import build_upsampler
 
     model = build_upsampler(cfg.operator, backbone.dim, backbone.patch_size, residual=cfg.residual).to(device)
-    if cfg.fast:
-        for module in model.modules():
-            if hasattr(module, "prior_conv"):
-                module.prior_conv = "factored"
+    for module in model.modules():
+        if hasattr(module, "prior_conv"):  # the original step keeps the direct convolution
+            module.prior_conv = "factored" if cfg.fast else "direct"
     return model
 
 
