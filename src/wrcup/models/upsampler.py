@@ -84,7 +84,7 @@ _REFERENCE_CHILD_NAMES = {"shortcut": "downsample"}
 # call, and BatchNorm-folded blocks then spend separate passes on each ReLU and residual add. Without gradients,
 # a BatchNorm-folded network instead runs each convolution as one oneDNN call on channels-last tensors, with its
 # weight laid out once (cached per module) and the ReLU / residual add applied inside the call. Same arithmetic
-# per output element; tests/models/test_upsampler.py compares both paths.
+# per output element; tests/models/test_fused_inference.py compares both paths.
 def _has_fused_conv() -> bool:
     try:
         return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
