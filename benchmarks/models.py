@@ -1,26 +1,44 @@
-"""Upsampler network forward time at 224 and 448 input for every operator, beside the backbone's time.
+"""Upsampler network forward time for every operator, beside the backbone's time, interleaved in one process.
 
-Also times the same network with its WRC layer replaced by a straightforward full-complex-FFT transcription
-of the authors' formula (tests/ops/oracles.py) — what the authors' pure-PyTorch network computes — so the cost
-of reference compatibility can be read off one run.
+Rows per input size (batch 1, gradients off, as served):
+- ``backbone (dinov2-s14-imgfocus)``;
+- ``upsampler[<operator>]`` for each operator: the 2× network in its training layout (BatchNorm not folded);
+- ``upsampler[wrc-reference+folded-bn]``: what ``wrcup.load()`` serves (residual, BatchNorm folded, hence the
+  fused oneDNN inference convolutions and the factored high-res weight convolution);
+- ``upsampler[wrc-reference+folded-bn, unfused]``: the same network through the plain modules with the direct
+  high-res convolution (the served path before the fused inference convolutions);
+- ``upsampler[wrc-transcription]``: the training-layout network with its WRC layer replaced by a straightforward
+  full-complex-FFT transcription of the authors' formula (tests/ops/oracles.py), what the authors' pure-PyTorch
+  network computes.
 
-    python benchmarks/models.py [--threads 2] [--repeats 7] [--quick]
+Every model runs once per round, rounds repeated (interleaved, so load changes hit all alike); medians of wall
+and process CPU time, and the served network's ratios to the backbone and to the transcription.
+
+    python benchmarks/models.py [--threads 2] [--repeats 7] [--sizes 224,448] [--operators wrc-reference,...]
+    python benchmarks/models.py --quick      # tiny sizes, 1 repeat (smoke test)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
-from _common import cpu_model, median_ms  # noqa: E402
+from _common import cpu_model  # noqa: E402
 
-import torch
-from torch import nn
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/ops.py; must precede torch
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "ops"))
+OPERATORS = ["bilinear", "transposed", "converse2d", "wrc-reference", "wrc-aligned", "wrc-exact"]
+SERVED, UNFUSED, TRANSCRIPTION = "wrc-reference+folded-bn", "wrc-reference+folded-bn, unfused", "wrc-transcription"
 
 
 class TranscribedWRC(nn.Module):
@@ -38,46 +56,96 @@ class TranscribedWRC(nn.Module):
                           s=w.scale, p=w.padding, shift="reference")
 
 
+class Unfused(nn.Module):
+    """Runs ``net`` with the fused inference convolutions off and the direct high-res weight convolution."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.net.operator.prior_conv = "direct"
+
+    def forward(self, image, features):
+        from wrcup.models import fuse
+
+        saved, fuse._FUSED_CONV = fuse._FUSED_CONV, False
+        try:
+            return self.net(image, features)
+        finally:
+            fuse._FUSED_CONV = saved
+
+
+def build_models(backbone, operators):
+    from wrcup.models import build_upsampler, fold_batchnorm
+
+    models = {}
+    for op in operators:
+        models[f"upsampler[{op}]"] = build_upsampler(op, backbone.dim, backbone.patch_size).eval()
+    served = build_upsampler("wrc-reference", backbone.dim, backbone.patch_size, residual=True).eval()
+    models[f"upsampler[{SERVED}]"] = fold_batchnorm(served)  # what wrcup.load serves
+    models[f"upsampler[{UNFUSED}]"] = Unfused(fold_batchnorm(served))
+    transcribed = build_upsampler("wrc-reference", backbone.dim, backbone.patch_size).eval()
+    transcribed.operator = TranscribedWRC(transcribed.operator)
+    models[f"upsampler[{TRANSCRIPTION}]"] = transcribed
+    return models
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--sizes", default="224,448", help="input sizes (multiples of 14)")
+    ap.add_argument("--operators", default=",".join(OPERATORS), help="training-layout networks to time")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat (smoke test)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "models.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from wrcup import backbones
-    from wrcup.models import build_upsampler, fold_batchnorm
 
-    sizes = [56] if args.quick else [224, 448]
+    sizes = [56] if args.quick else [int(s) for s in args.sizes.split(",")]
     repeats = 1 if args.quick else args.repeats
-    operators = ["bilinear", "transposed", "converse2d", "wrc-reference", "wrc-aligned", "wrc-exact"]
+    operators = [op for op in args.operators.split(",") if op]
     backbone = backbones.load("dinov2-s14-imgfocus")
-    rows = []
+    load_start = os.getloadavg()
+    rows, ratios = [], []
+    models = build_models(backbone, operators)
     with torch.inference_mode():
         for size in sizes:
             image = torch.rand(1, 3, size, size)
             feats = backbone(image)
             norm = backbone.normalise(image)
-            rows.append({"size": size, "model": "backbone (dinov2-s14-imgfocus)",
-                         "ms": median_ms(lambda: backbone(image), repeats, warmup=2)})
-            for op in operators + ["wrc-reference+folded-bn", "wrc-transcription"]:
-                base = op.split("+")[0] if "+" in op else ("wrc-reference" if op == "wrc-transcription" else op)
-                net = build_upsampler(base, backbone.dim, backbone.patch_size).eval()
-                if op == "wrc-transcription":
-                    net.operator = TranscribedWRC(net.operator)
-                if op.endswith("+folded-bn"):  # what wrcup.load serves
-                    net = fold_batchnorm(net)
-                rows.append({"size": size, "model": f"upsampler[{op}]", "ms": median_ms(lambda: net(norm, feats), repeats, warmup=2)})
+            calls = {"backbone (dinov2-s14-imgfocus)": lambda: backbone(image)}
+            calls.update({name: (lambda net=net: net(norm, feats)) for name, net in models.items()})
+            wall = {name: [] for name in calls}
+            cpu = {name: [] for name in calls}
+            for r in range(repeats + 2):  # two untimed warm-up rounds
+                for name, fn in calls.items():
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    fn()
+                    if r >= 2:
+                        wall[name].append((time.perf_counter() - t0) * 1e3)
+                        cpu[name].append((time.process_time() - c0) * 1e3)
+            med = {name: statistics.median(wall[name]) for name in calls}
+            for name in calls:
+                rows.append({"size": size, "model": name, "ms": med[name], "cpu_ms": statistics.median(cpu[name])})
+            served = med[f"upsampler[{SERVED}]"]
+            ratios.append({"size": size, "served_over_backbone": served / med["backbone (dinov2-s14-imgfocus)"],
+                           "served_over_transcription": served / med[f"upsampler[{TRANSCRIPTION}]"],
+                           "unfused_over_served": med[f"upsampler[{UNFUSED}]"] / served})
     result = {"machine": cpu_model(), "threads": args.threads, "date": str(date.today()), "torch": torch.__version__,
-              "repeats": repeats, "rows": rows}
+              "repeats": repeats, "load_average": {"start": load_start[0], "end": os.getloadavg()[0]},
+              "rows": rows, "ratios": ratios}
     if not args.quick:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"machine: {result['machine']}, threads {args.threads}, {result['date']}, median of {repeats}\n")
-    print("| input | model | forward ms |\n|---|---|---:|")
+    print(f"machine: {result['machine']}, threads {args.threads}, {result['date']}, median of {repeats} interleaved "
+          f"rounds, load average {result['load_average']['start']:.1f} → {result['load_average']['end']:.1f}\n")
+    print("| input | model | forward ms | CPU ms |\n|---|---|---:|---:|")
     for r in rows:
-        print(f"| {r['size']}×{r['size']} | {r['model']} | {r['ms']:.1f} |")
+        print(f"| {r['size']}×{r['size']} | {r['model']} | {r['ms']:.1f} | {r['cpu_ms']:.1f} |")
+    print()
+    for q in ratios:
+        print(f"{q['size']}: served / backbone {q['served_over_backbone']:.3f}, served / transcription "
+              f"{q['served_over_transcription']:.3f}, unfused / served {q['unfused_over_served']:.3f}")
 
 
 if __name__ == "__main__":

@@ -14,5 +14,8 @@ def test_models_benchmark_quick():
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [line for line in res.stdout.splitlines() if line.startswith("| 56×56 |")]
     names = {r.split("|")[2].strip() for r in rows}
-    assert "upsampler[wrc-reference+folded-bn]" in names and "upsampler[wrc-transcription]" in names
-    assert len(rows) == 9 and all  # the backbone and 8 networks(float(r.split("|")[3]) > 0 for r in rows)
+    assert {"upsampler[wrc-reference+folded-bn]", "upsampler[wrc-reference+folded-bn, unfused]",
+            "upsampler[wrc-transcription]"} <= names
+    assert len(rows) == 10  # the backbone, 6 operators' networks, served, served unfused, transcription
+    assert all(float(r.split("|")[3]) > 0 and float(r.split("|")[4]) > 0 for r in rows)
+    assert "56: served / backbone" in res.stdout

@@ -154,3 +154,22 @@ def test_module_rejects(kwargs, match):
     if "mode" not in kwargs:
         with pytest.raises(ValueError, match=match):
             Converse2d(**args)
+
+
+def test_prior_conv_auto_is_factored_without_gradients_only():
+    from wrcup.nn.wrc import _resolve_prior_conv
+
+    assert WRC(4).prior_conv == "auto"
+    assert _resolve_prior_conv("auto") == "direct"  # gradients on: the training path's arithmetic
+    with torch.no_grad():
+        assert _resolve_prior_conv("auto") == "factored"
+        assert _resolve_prior_conv("direct") == "direct"
+    with torch.inference_mode():
+        assert _resolve_prior_conv("auto") == "factored"
+    torch.manual_seed(0)
+    layer = WRC(16)
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        inference = layer(x)
+    training = layer(x).detach()
+    assert float((inference - training).abs().max() / training.abs().max()) < 1e-5

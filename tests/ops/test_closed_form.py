@@ -322,3 +322,19 @@ def test_gradcheck_converse2d_layer():
     kernel, bias, _, _ = _layer_params(2, 2, seed=24)
     inputs = tuple(t.clone().requires_grad_() for t in (x, kernel, bias + 9))
     assert torch.autograd.gradcheck(lambda a, b, c: converse2d(a, b, c, padding=1), inputs)
+
+
+@pytest.mark.parametrize("H,W", [(6, 8), (5, 7), (4, 1), (1, 4), (3, 2), (72, 72)])
+def test_mirror_half_and_its_adjoint_equal_index_oracles(H, W):
+    from wrcup.ops.closed_form import _mirror_half, _mirror_half_add_
+
+    g = torch.Generator().manual_seed(H * 100 + W)
+    z = torch.randn(2, 3, H, W, generator=g, dtype=torch.float64)
+    Wh = W // 2 + 1
+    rows = torch.tensor([(-i) % H for i in range(H)])[:, None]
+    cols = torch.tensor([(-j) % W for j in range(Wh)])[None, :]
+    assert torch.equal(_mirror_half(z), z[..., rows, cols])
+    values = torch.randn(2, 3, H, Wh, generator=g, dtype=torch.float64)
+    expected = z.clone()
+    expected[..., rows, cols] += values
+    assert torch.equal(_mirror_half_add_(z.clone(), values), expected)

@@ -69,3 +69,17 @@ def test_wrc_module_float32_factored_close_and_validated():
     assert set(factored.state_dict()) == set(direct.state_dict())
     with pytest.raises(ValueError, match="prior_conv"):
         WRC(4, prior_conv="fft")
+
+
+def test_factored_prior_conv_after_inference_mode_still_differentiable():
+    # its interpolation matrices are cached: one built under inference_mode must not be an inference tensor
+    g = torch.Generator().manual_seed(2)
+    y = torch.randn(1, 3, 7, 9, generator=g)
+    weight = torch.randn(2, 3, 3, 3, generator=g)
+    with torch.inference_mode():
+        first = conv_of_bilinear_prior(y, weight, 2)
+    y.requires_grad_()
+    out = conv_of_bilinear_prior(y, weight, 2)
+    torch.testing.assert_close(out.detach(), first, rtol=0, atol=0)
+    (grad,) = torch.autograd.grad(out.sum(), y)
+    torch.testing.assert_close(grad, torch.autograd.grad(_direct(y, weight, 2).sum(), y)[0], rtol=1e-4, atol=1e-5)

@@ -1,7 +1,11 @@
-"""Inference-time folding of BatchNorm into the convolution that feeds it."""
+"""Inference-time folding of BatchNorm into the convolution that feeds it, and the fused oneDNN convolutions a
+folded network runs without gradients on CPU."""
 from __future__ import annotations
 
 import copy
+import weakref
+
+import torch
 
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -34,3 +38,60 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
             if name.startswith("bn") and isinstance(child, nn.BatchNorm2d) and isinstance(children.get(conv_name), nn.Conv2d):
                 _fold(parent, conv_name, name)
     return folded
+
+
+# An eager float32 convolution on CPU re-lays out its weight (and an NCHW input and output) for oneDNN on every
+# call, and BatchNorm-folded blocks then spend separate passes on each ReLU and residual add. Without gradients,
+# a BatchNorm-folded network instead runs each convolution as one oneDNN call on channels-last tensors, with its
+# weight laid out once (cached per module) and the ReLU / residual add applied inside the call. Same arithmetic
+# per output element; tests/models/test_fused_inference.py compares both paths.
+def _has_fused_conv() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_FUSED_CONV = _has_fused_conv()
+_PACKED_WEIGHTS: "weakref.WeakKeyDictionary[nn.Conv2d, tuple]" = weakref.WeakKeyDictionary()
+
+
+def fused_inference(x: torch.Tensor) -> bool:
+    """Whether the fused inference convolutions apply to ``x``: gradients off (no_grad / inference_mode), a
+    float32 CPU tensor, oneDNN available, and not traced (compile, export and ONNX see the plain modules)."""
+    return (_FUSED_CONV and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and not torch.onnx.is_in_onnx_export())
+
+
+def _packed_weight(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv.weight`` in oneDNN's layout for input shape ``x.shape``, cached until the weight changes."""
+    weight = conv.weight
+    try:
+        key = (weight.data_ptr(), weight._version, tuple(x.shape))
+    except RuntimeError:  # an inference-mode tensor has no version counter: lay it out on every call
+        key = None
+    hit = _PACKED_WEIGHTS.get(conv)
+    if key is not None and hit is not None and hit[0] == key:
+        return hit[1]
+    packed = torch.ops.mkldnn._reorder_convolution_weight(
+        weight, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(x.shape))
+    if key is not None:
+        _PACKED_WEIGHTS[conv] = (key, packed)
+    return packed
+
+
+def conv_fused(conv: nn.Conv2d, x: torch.Tensor, relu: bool, add: torch.Tensor | None = None) -> torch.Tensor:
+    """relu?(conv(x) + add) in one oneDNN call; x (and ``add``) channels-last float32 CPU, conv zero-padded."""
+    args = (_packed_weight(conv, x), conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+            conv.groups)
+    if add is None:
+        return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu" if relu else "none", [], "")
+    return torch.ops.mkldnn._convolution_pointwise.binary(x, add, *args, "add", None, "relu" if relu else None, [],
+                                                          "" if relu else None)
+
+
+def folded(*norms: nn.Module) -> bool:
+    """BatchNorms replaced by identities (:func:`~wrcup.models.fold_batchnorm`): each conv is followed directly
+    by its ReLU or add."""
+    return all(isinstance(m, nn.Identity) for m in norms)

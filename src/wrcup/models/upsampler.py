@@ -46,6 +46,7 @@ from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from .._checks import check_positive_int, check_tensor
 from ..nn import create_operator, operator_entry
+from . import fuse as _fuse
 from .reference_names import (REFERENCE_MODULE_NAMES, checked_reference_state, reference_key_map,
                               rename_reference_keys)
 
@@ -87,12 +88,22 @@ class Bottleneck(nn.Module):
                 nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut_norm = () if self.shortcut is None else (self.shortcut[1],)
+        if _fuse.fused_inference(x) and _fuse.folded(self.bn1, self.bn2, self.bn3, *shortcut_norm):
+            return self._forward_fused(x)
         # In-place ReLUs and add: BN backward needs its input, not its output, so this is autograd-safe.
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = F.relu(self.bn2(self.conv2(out)), inplace=True)
         out = self.bn3(self.conv3(out))
         out += x if self.shortcut is None else self.shortcut(x)
         return F.relu(out, inplace=True)
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The BatchNorm-folded block through :func:`~wrcup.models.fuse.conv_fused` (see :func:`~wrcup.models.fuse.fused_inference`); channels-last out."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        out = _fuse.conv_fused(self.conv2, _fuse.conv_fused(self.conv1, x, relu=True), relu=True)
+        shortcut = x if self.shortcut is None else _fuse.conv_fused(self.shortcut[0], x, relu=False)
+        return _fuse.conv_fused(self.conv3, out, relu=True, add=shortcut)
 
 
 class ImageGuidance(nn.Module):
@@ -114,7 +125,10 @@ class ImageGuidance(nn.Module):
         """image B×3×H×W → B×G×⌈H/4⌉×⌈W/4⌉ (channels-last memory layout)."""
         # Channels-last convolutions at full image resolution are markedly faster (≈1.5× for this branch on
         # CPU, measured at 448²); copying a 3-channel image costs little.
-        return self.quarter(self.stem(image.contiguous(memory_format=torch.channels_last)))
+        image = image.contiguous(memory_format=torch.channels_last)
+        if _fuse.fused_inference(image) and _fuse.folded(self.stem[1]):
+            return self.quarter(_fuse.conv_fused(self.stem[0], image, relu=True))
+        return self.quarter(self.stem(image))
 
     def guidance(self, quarter: torch.Tensor, grid: tuple[int, int], patch_size: float):
         """quarter B×G×Hq×Wq, token grid (h, w), (effective) patch size → (g1 B×G×2h×2w, g2 B×G×h×w)."""
@@ -228,8 +242,13 @@ class WRCUpsampler(nn.Module):
     def guided(self, features: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
         """The feature path given its guidance: features B×dim×h×w, g1 B×G×2h×2w, g2 B×G×h×w → B×dim×2h×2w."""
         x = self.feature_path(torch.cat([features, g2.to(features.dtype)], dim=1))
-        x = self.operator(x)
-        x = self.head(self.fuse(torch.cat([x, g1.to(x.dtype)], dim=1)))
+        x = self.operator(x.contiguous())  # the fused inference blocks return channels-last maps
+        x = self.fuse(torch.cat([x, g1.to(x.dtype)], dim=1))
+        if _fuse.fused_inference(x):  # head and residual add in one call (fused_inference); the usual layout returned
+            cl = torch.channels_last
+            res = _upsample2x(features.contiguous(memory_format=cl)) if self.residual else None
+            return _fuse.conv_fused(self.head, x.contiguous(memory_format=cl), relu=False, add=res).contiguous()
+        x = self.head(x)
         if self.residual:
             x = x + _upsample2x(features)
         return x

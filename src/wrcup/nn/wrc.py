@@ -32,6 +32,14 @@ def _check_geometry(channels, kernel_size, scale, padding, padding_mode, eps):
         raise ValueError(f"eps must be > 0, got {eps!r}")
 
 
+def _resolve_prior_conv(choice: str) -> str:
+    """"auto" → "factored" without gradients outside tracing (compile/export see fixed sizes and "direct")."""
+    if choice != "auto":
+        return choice
+    tracing = torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    return "factored" if not (torch.is_grad_enabled() or tracing) else "direct"
+
+
 class WRC(UpsampleOperator):
     """Weighted reverse convolution layer (Li et al. 2026), B×C×h×w → B×C×(s·h)×(s·w).
 
@@ -51,7 +59,9 @@ class WRC(UpsampleOperator):
         safeguards: clamp conv outputs and denominators like the authors' CUDA extension (for half precision).
         tol, max_iter: exact-mode solver settings (None: the solver's defaults).
         prior_conv: "direct" or "factored" evaluation of the high-res weight convolution (same result up to
-            rounding; "factored" is faster, see :func:`wrcup.ops.layer.conv_of_bilinear_prior`). Not saved.
+            rounding; "factored" is faster, see :func:`wrcup.ops.layer.conv_of_bilinear_prior`), or "auto":
+            "factored" while gradients are off (inference) and not traced, else "direct" (the arithmetic the
+            training path has always used). Not saved.
     """
 
     def __init__(
@@ -66,12 +76,12 @@ class WRC(UpsampleOperator):
         safeguards: bool = False,
         tol: float | None = None,
         max_iter: int | None = None,
-        prior_conv: str = "direct",
+        prior_conv: str = "auto",
     ):
         super().__init__()
         _check_geometry(channels, kernel_size, scale, padding, padding_mode, eps)
         check_choice(mode, "mode", LAYER_MODES)
-        self.prior_conv = check_choice(prior_conv, "prior_conv", PRIOR_CONVS)
+        self.prior_conv = check_choice(prior_conv, "prior_conv", ("auto", *PRIOR_CONVS))
         self.channels, self.scale, self.kernel_size = channels, scale, kernel_size
         self.padding, self.padding_mode, self.eps = padding, padding_mode, float(eps)
         self.mode, self.safeguards, self.tol, self.max_iter = mode, bool(safeguards), tol, max_iter
@@ -86,7 +96,7 @@ class WRC(UpsampleOperator):
             x, self.weight, self.bias, self.w_conv_low.weight, self.w_conv_high.weight,
             scale=self.scale, padding=self.padding, padding_mode=self.padding_mode, eps=self.eps,
             mode=self.mode, safeguards=self.safeguards, tol=self.tol, max_iter=self.max_iter, check_values=False,
-            prior_conv=self.prior_conv,
+            prior_conv=_resolve_prior_conv(self.prior_conv),
         )
 
     def extra_repr(self) -> str:

@@ -247,12 +247,25 @@ def _flip(z: torch.Tensor) -> torch.Tensor:
     return torch.roll(torch.flip(z, dims=(-2, -1)), shifts=(1, 1), dims=(-2, -1))
 
 
-def _mirror_index(H: int, W: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column indices (H×1, 1×Wh) of −k for the half-plane frequencies k of an H×W grid."""
+def _mirror_half(z: torch.Tensor) -> torch.Tensor:
+    """z[..., −i mod H, −j mod W] for the half-plane columns j = 0 … W//2 of a full H×W map → (…, H, W//2+1).
+
+    Built from flips of contiguous slices (columns 0, W−1, …, W−W//2; rows 0, H−1, …, 1): the same values as
+    advanced indexing with the mirrored indices, about twice as fast on CPU."""
+    W = z.shape[-1]
     Wh = W // 2 + 1
-    rows = (-torch.arange(H, device=device)) % H
-    cols = (-torch.arange(Wh, device=device)) % W
-    return rows[:, None], cols[None, :]
+    cols = torch.cat([z[..., :1], z[..., W - Wh + 1:].flip(-1)], dim=-1)
+    return torch.cat([cols[..., :1, :], cols[..., 1:, :].flip(-2)], dim=-2)
+
+
+def _mirror_half_add_(z: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Adjoint of :func:`_mirror_half`, in place: z[..., −i, −j] += values[..., i, j] (one addend per element)."""
+    W = z.shape[-1]
+    Wh = values.shape[-1]
+    rows = torch.cat([values[..., :1, :], values[..., 1:, :].flip(-2)], dim=-2)
+    z[..., :1] += rows[..., :1]
+    z[..., W - Wh + 1:] += rows[..., 1:].flip(-1)
+    return z
 
 
 def _block_dot(Fk: torch.Tensor, Z: torch.Tensor, s: int) -> torch.Tensor:
@@ -325,10 +338,9 @@ class _WRCSolve(torch.autograd.Function):
         v = (A * _flip(r)).sub_(Y)
 
         G = lam_total.reciprocal().mul_(0.5)
-        rows_m, cols_m = _mirror_index(H, W, y.device)
         Fc = Fk.conj().resolve_conj()
         Z = _sub_rep(R, Fc, u.index_select(-1, cols), s).mul_(G[..., :Wh])
-        Z.addcmul_(_sub_rep(R, Fc, v.index_select(-1, cols), s), G[..., rows_m, cols_m])
+        Z.addcmul_(_sub_rep(R, Fc, v.index_select(-1, cols), s), _mirror_half(G))
         del G, Fc  # high-res temporaries: free them before the inverse FFT's own buffers
         out = torch.fft.irfft2(Z, s=(H, W))
         del Z
@@ -348,7 +360,6 @@ class _WRCSolve(torch.autograd.Function):
         batch_dims = tuple(range(g_out.ndim - 3))  # F and P have no batch axis
         interior = _interior_cols(W)
         cols = torch.arange(Wh, device=y.device) % w
-        rows_m, cols_m = _mirror_index(H, W, y.device)
 
         # out = irfft2(Z): Z ↦ Re Σ_half c·Z·e^{iθ}/(HW), c = 2 on interior columns, 1 on the self-mirrored ones
         col_weight = torch.full((Wh,), 1.0 / (H * W), dtype=g_out.dtype, device=g_out.device)
@@ -362,7 +373,7 @@ class _WRCSolve(torch.autograd.Function):
         g_Gh = (_sub_rep(R, Fc, u_cols, s).conj_physical_().mul_(gZ)).real
         g_Gm = (_sub_rep(R, Fc, v_cols, s).conj_physical_().mul_(gZ)).real
         gX1 = gZ * G[..., :Wh]
-        gX2 = gZ.mul_(G[..., rows_m, cols_m])
+        gX2 = gZ.mul_(_mirror_half(G))
         del gZ
         gR = gX1 + gX2
         # d(conj F) terms: gF = −Σ_batch conj(gX1)·↑u + conj(gX2)·↑v;  gu = −↑ᵀ(F·gX1), gv = −↑ᵀ(F·gX2)
@@ -376,7 +387,7 @@ class _WRCSolve(torch.autograd.Function):
         # G = ½/Λ read at k (first Wh columns) and at −k
         gG = torch.zeros_like(G)
         gG[..., :Wh] = g_Gh
-        gG[..., rows_m, cols_m] += g_Gm
+        _mirror_half_add_(gG, g_Gm)
         del g_Gh, g_Gm
         gLam = gG.mul_(G).mul_(G).mul_(-2.0)  # d(½/Λ) = −2·G²·dΛ
         del G

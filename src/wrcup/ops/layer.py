@@ -109,7 +109,13 @@ def _log2_one_plus_square(c: torch.Tensor, safeguards: bool) -> torch.Tensor:
 @functools.lru_cache(maxsize=64)
 def _shifted_bilinear_matrix(n: int, scale: int, kernel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(s·n)×(κ·n) matrix [S_0·U, …, S_{κ−1}·U]: U is bilinear upsampling n → s·n with align_corners=True along one
-    axis, S_d shifts its rows by d − ⌊κ/2⌋ with zeros outside (the zero padding of a κ-tap convolution)."""
+    axis, S_d shifts its rows by d − ⌊κ/2⌋ with zeros outside (the zero padding of a κ-tap convolution).
+    Built outside inference mode: the cached matrix is reused by calls that differentiate through it."""
+    with torch.inference_mode(False):
+        return _bilinear_matrix(n, scale, kernel).to(dtype=dtype, device=device)
+
+
+def _bilinear_matrix(n: int, scale: int, kernel: int) -> torch.Tensor:
     N, pad = scale * n, kernel // 2
     U = torch.zeros(N, n, dtype=torch.float64)
     if n == 1:
@@ -124,7 +130,7 @@ def _shifted_bilinear_matrix(n: int, scale: int, kernel: int, dtype: torch.dtype
     for d in range(kernel):
         lo, hi = max(0, pad - d), min(N, N + pad - d)
         M[lo:hi, d] = U[lo + d - pad:hi + d - pad]
-    return M.reshape(N, kernel * n).to(dtype=dtype, device=device)
+    return M.reshape(N, kernel * n)
 
 
 def conv_of_bilinear_prior(y: torch.Tensor, weight: torch.Tensor, scale: int) -> torch.Tensor:

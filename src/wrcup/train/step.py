@@ -20,10 +20,9 @@ def build_model(cfg: TrainConfig, backbone, device) -> torch.nn.Module:
     """The upsampler to train, initialised from the current RNG state; ``cfg.fast`` selects the factored
     high-res weight convolution of the WRC layers (same parameters, same function up to rounding)."""
     model = build_upsampler(cfg.operator, backbone.dim, backbone.patch_size, residual=cfg.residual).to(device)
-    if cfg.fast:
-        for module in model.modules():
-            if hasattr(module, "prior_conv"):
-                module.prior_conv = "factored"
+    for module in model.modules():
+        if hasattr(module, "prior_conv"):  # the original step keeps the direct convolution
+            module.prior_conv = "factored" if cfg.fast else "direct"
     return model
 
 
