@@ -128,6 +128,7 @@ def test_every_task_option_is_a_flag_of_eval_and_compare():
 
     from wrcup.cli.main import build_parser
     from wrcup.eval.tasks import get_task, list_tasks
+    from wrcup.eval.tasks._common import option_choices
 
     def subparsers(parser):
         for action in parser._actions:
@@ -144,8 +145,8 @@ def test_every_task_option_is_a_flag_of_eval_and_compare():
             for action in (single[name], compare[f"{task.replace('-', '_')}__{name}"]):
                 if f.default is not dataclasses.MISSING and not f.metadata.get("positional"):
                     assert action.default == f.default, (task, f.name)
-                if f.metadata.get("choices"):
-                    assert tuple(action.choices) == tuple(f.metadata["choices"]), (task, f.name)
+                if f.metadata.get("choices"):  # a sequence, or a function of the registry (dataset readers)
+                    assert tuple(action.choices) == option_choices(f), (task, f.name)
     davis = {a.dest: a.default for a in subparsers(evaluate)["davis"]._actions}
     assert (davis["n_last"], davis["topk"], davis["radius"]) == (7, 5, 12)
     assert {a.dest: a.default for a in subparsers(evaluate)["discovery"]._actions}["eps"] == 1e-5

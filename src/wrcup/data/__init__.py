@@ -7,6 +7,7 @@ Readers register themselves by task kind in :mod:`wrcup.data.registry` (``list_d
 """
 # imported first so that the readers register in the order the task help lists them
 from . import detection, segmentation  # noqa: F401  (isort: skip)
+from . import correspondence, davis, depth, images, registry  # noqa: F401  (their __all__ make the package's)
 from .correspondence import (
     HomographyPair,
     SPairDataset,
@@ -21,7 +22,7 @@ from .correspondence import (
 from .davis import DavisDataset, DavisForeground, davis_fg_split, davis_first_frame_boxes, mask_box, parse_davis_list
 from .depth import NYUv2DepthDataset
 from .detection import Coco20kDataset, VOCDetectionDataset, parse_voc_xml
-from .registry import DatasetEntry, get_dataset, list_datasets, register_dataset
+from .registry import DatasetEntry, get_dataset, list_datasets, register_dataset, unregister_dataset
 from .images import (
     IMAGE_EXTENSIONS,
     DatasetLayoutError,
@@ -49,50 +50,6 @@ from .segmentation import (
     VOCSegmentationDataset,
 )
 
-__all__ = [
-    "DatasetEntry",
-    "get_dataset",
-    "list_datasets",
-    "register_dataset",
-    "IMAGE_EXTENSIONS",
-    "DatasetLayoutError",
-    "ImageFolder",
-    "ImageReadError",
-    "center_crop",
-    "is_image_file",
-    "list_images",
-    "load_image",
-    "load_label",
-    "resize_short_side",
-    "DavisDataset",
-    "DavisForeground",
-    "davis_fg_split",
-    "davis_first_frame_boxes",
-    "mask_box",
-    "parse_davis_list",
-    "SegmentationDataset",
-    "CamVidDataset",
-    "VOCSegmentationDataset",
-    "ADE20KDataset",
-    "CityscapesDataset",
-    "CocoStuffDataset",
-    "CAMVID_CLASSES",
-    "VOC_CLASSES",
-    "CITYSCAPES_CLASSES",
-    "CITYSCAPES_ID_TO_TRAINID",
-    "COCO_STUFF_USED_IDS",
-    "IGNORE_INDEX",
-    "NYUv2DepthDataset",
-    "VOCDetectionDataset",
-    "Coco20kDataset",
-    "parse_voc_xml",
-    "SPairDataset",
-    "HomographyPair",
-    "read_opencv_matrix",
-    "project_points",
-    "homography_from_points",
-    "warp_perspective",
-    "keypoint_grid",
-    "random_homography",
-    "synthetic_homography_pairs",
-]
+# the package's names are its modules' (each module's __all__ lists them once)
+__all__ = [name for module in (registry, images, davis, segmentation, depth, detection, correspondence)
+           for name in module.__all__]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .registry import register_dataset
-from .images import IMAGE_EXTENSIONS, DatasetLayoutError, ImageReadError, load_image, load_label
+from .images import IMAGE_EXTENSIONS, DatasetLayoutError, ImageReadError, check_same_size, load_image, load_label
 
 _LAYOUT = "<root>/<split>/rgb/<name>.png|jpg and <root>/<split>/depth/<name>.png (uint16 mm) or <name>.npy (metres)"
 
@@ -68,11 +68,7 @@ class NYUv2DepthDataset(torch.utils.data.Dataset):
         image_path, depth_path = self.samples[index]
         image = load_image(image_path)
         depth = self.load_depth(depth_path)
-        if tuple(image.shape[-2:]) != tuple(depth.shape):
-            raise ImageReadError(
-                f"NYUv2: image {str(image_path)!r} is {tuple(image.shape[-2:])} but depth {str(depth_path)!r} is "
-                f"{tuple(depth.shape)}"
-            )
+        check_same_size("NYUv2", image, image_path, depth, depth_path, "depth")
         sample = {
             "image": image,
             "depth": depth,

@@ -29,6 +29,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+__all__ = ["IMAGE_EXTENSIONS", "DatasetLayoutError", "ImageFolder", "ImageReadError", "center_crop", "is_image_file",
+           "list_images", "load_image", "load_label", "resize_short_side"]
+
+
+def check_same_size(dataset: str, image: torch.Tensor, image_path: Path, target: torch.Tensor, target_path: Path,
+                    what: str) -> None:
+    """ImageReadError when a 3×H×W image and its H×W ``what`` map (label, depth) differ in size."""
+    if tuple(image.shape[-2:]) != tuple(target.shape):
+        raise ImageReadError(f"{dataset}: image {str(image_path)!r} is {tuple(image.shape[-2:])} but {what} "
+                             f"{str(target_path)!r} is {tuple(target.shape)}")
+
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 """Lower-case suffixes recognised as images when folders are listed (every format :func:`load_image` is tested
 on); matching is case-insensitive (``.JPEG`` counts)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["DatasetEntry", "get_dataset", "list_datasets", "register_dataset"]
+__all__ = ["DatasetEntry", "get_dataset", "list_datasets", "register_dataset", "unregister_dataset"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,13 @@ def register_dataset(kind: str, name: str, open: Callable, *, splits: tuple[str,
         raise ValueError(f"dataset {name!r} is already registered for {kind!r}")
     entries[name] = DatasetEntry(kind, name, open, tuple(splits), tuple(options), help, dict(info))
     return entries[name]
+
+
+def unregister_dataset(kind: str, name: str) -> DatasetEntry:
+    """Remove reader ``name`` of ``kind`` (e.g. a test's temporary reader); returns its entry."""
+    entry = get_dataset(kind, name)
+    del _REGISTRY[kind][name]
+    return entry
 
 
 def _load_readers() -> None:

@@ -14,7 +14,7 @@ import torch
 
 from .._checks import check_choice
 from .registry import register_dataset
-from .images import IMAGE_EXTENSIONS, DatasetLayoutError, ImageReadError, load_image, load_label
+from .images import IMAGE_EXTENSIONS, DatasetLayoutError, check_same_size, load_image, load_label
 
 IGNORE_INDEX = 255
 
@@ -54,11 +54,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         image_path, label_path = self.samples[index]
         image = load_image(image_path)
         label = self.load_label(label_path)
-        if tuple(image.shape[-2:]) != tuple(label.shape):
-            raise ImageReadError(
-                f"{self.name}: image {str(image_path)!r} is {tuple(image.shape[-2:])} but label "
-                f"{str(label_path)!r} is {tuple(label.shape)}"
-            )
+        check_same_size(self.name, image, image_path, label, label_path, "label")
         sample = {
             "image": image,
             "label": label,

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..models.names import DEFAULT_CHECKPOINT
 from .extract import get_method, list_methods
 from .tasks import get_task, list_tasks
+from .tasks._common import option_choices
 
 
 def _csv(text: str) -> list[str]:
@@ -38,7 +39,7 @@ def _is_required(f) -> bool:
 
 def _argparse_kwargs(f) -> dict:
     """argparse keywords of one option field, from its type annotation, default and metadata."""
-    annotation = str(f.type)
+    annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))  # "int" or int
     default = None if _is_required(f) else f.default
     help_text = f.metadata.get("help", "")
     if annotation == "bool":
@@ -50,7 +51,7 @@ def _argparse_kwargs(f) -> dict:
         kwargs["type"] = int
     elif annotation.startswith("float"):
         kwargs["type"] = float
-    choices = f.metadata.get("choices")
+    choices = option_choices(f)
     if choices is not None:
         kwargs["choices"] = choices
     else:

@@ -253,6 +253,18 @@ def _check_out_size(out_size) -> tuple[int, int]:
     return int(out_size[0]), int(out_size[1])
 
 
+def _predict_in_chunks(probe: nn.Module, predict, features: torch.Tensor, out_size, batch_size: int) -> torch.Tensor:
+    """``predict(chunk, (H, W))`` over ``batch_size`` chunks of C×h×w or B×C×h×w ``features`` (moved to the probe's
+    device and dtype), the probe in eval mode; the results concatenated (without the batch axis for C×h×w)."""
+    features, single = _batched(features, "features")
+    out_size = _check_out_size(out_size)
+    param = next(probe.parameters())
+    probe.eval()
+    pred = torch.cat([predict(chunk.to(device=param.device, dtype=param.dtype), out_size)
+                      for chunk in features.split(batch_size)])
+    return pred[0] if single else pred
+
+
 @torch.no_grad()
 def predict_segmentation(probe: LinearProbe, features: torch.Tensor, out_size, batch_size: int = 8) -> torch.Tensor:
     """Class map: argmax of the probe's logits upsampled bilinearly to ``out_size``.
@@ -262,17 +274,10 @@ def predict_segmentation(probe: LinearProbe, features: torch.Tensor, out_size, b
     Returns:
         int64 ``H×W`` or ``B×H×W``.
     """
-    features, single = _batched(features, "features")
-    out_size = _check_out_size(out_size)
-    param = next(probe.parameters())
-    probe.eval()
-    out = []
-    for chunk in features.split(batch_size):
-        logits = probe(chunk.to(device=param.device, dtype=param.dtype))
-        logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
-        out.append(logits.argmax(dim=1))
-    pred = torch.cat(out)
-    return pred[0] if single else pred
+    def classes(chunk: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(probe(chunk), size=size, mode="bilinear", align_corners=False).argmax(dim=1)
+
+    return _predict_in_chunks(probe, classes, features, out_size, batch_size)
 
 
 def train_depth_probe(train_features, depths: torch.Tensor | None = None, *, epochs: int = 20, lr: float = 5e-4,
@@ -329,10 +334,4 @@ def predict_depth(probe: DepthProbe, features: torch.Tensor, out_size, batch_siz
     Returns:
         float ``H×W`` or ``B×H×W``.
     """
-    features, single = _batched(features, "features")
-    out_size = _check_out_size(out_size)
-    param = next(probe.parameters())
-    probe.eval()
-    out = [probe(chunk.to(device=param.device, dtype=param.dtype), out_size) for chunk in features.split(batch_size)]
-    pred = torch.cat(out)
-    return pred[0] if single else pred
+    return _predict_in_chunks(probe, probe, features, out_size, batch_size)

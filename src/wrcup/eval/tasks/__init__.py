@@ -17,8 +17,10 @@ from typing import Callable
 import torch
 
 from ..._checks import check_choice
+from ._common import TaskOptions, option
 
-__all__ = ["Task", "TASKS", "get_task", "list_tasks", "register_task", "run_task"]
+__all__ = ["Task", "TASKS", "TaskOptions", "get_task", "list_tasks", "option", "register_task", "run_task",
+           "unregister_task"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,11 @@ def register_task(name: str, options: type, *, help: str, metric: str, higher_is
         _TASKS[name] = Task(name, options, run, help, metric, higher_is_better, label)
         return run
     return decorate
+
+
+def unregister_task(name: str) -> Task:
+    """Remove task ``name`` (e.g. a test's temporary task); returns its entry."""
+    return _TASKS.pop(get_task(name).name)
 
 
 def list_tasks() -> list[str]:

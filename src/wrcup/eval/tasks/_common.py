@@ -13,12 +13,22 @@ from ..._checks import check_choice, check_positive_int
 
 def option(default=MISSING, *, help: str, choices=None, flag: str | None = None, positional: bool = False):
     """A task option: a dataclass field whose metadata carries what the command line shows (help text, choices,
-    the flag's name when it differs from the field's, positional on ``wrcup eval TASK``). No default: required."""
-    metadata = {"help": help, "choices": None if choices is None else tuple(choices), "flag": flag,
-                "positional": positional}
+    the flag's name when it differs from the field's, positional on ``wrcup eval TASK``). No default: required.
+
+    ``choices``: a sequence, or a function returning one, called each time the choices are needed (e.g.
+    ``lambda: list_datasets("segmentation")``, so a reader registered later is offered too)."""
+    if choices is not None and not callable(choices):
+        choices = tuple(choices)
+    metadata = {"help": help, "choices": choices, "flag": flag, "positional": positional}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def option_choices(f) -> tuple | None:
+    """The choices of option field ``f`` now (None: any value)."""
+    choices = f.metadata.get("choices")
+    return tuple(choices()) if callable(choices) else choices
 
 
 class TaskOptions:
@@ -26,7 +36,7 @@ class TaskOptions:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
+            choices = option_choices(f)
             if choices is not None:
                 check_choice(getattr(self, f.name), f.name, choices)
 

@@ -17,7 +17,8 @@ PCK_ALPHAS = (0.1, 0.05, 0.01)
 
 @dataclass
 class CorrespondenceOptions(TaskOptions):
-    dataset: str = option(help="image pairs with corresponding points", choices=list_datasets("correspondence"))
+    dataset: str = option(help="image pairs with corresponding points",
+                          choices=lambda: list_datasets("correspondence"))
     root: str = option(help="SPair-71k root, folder with graf1/graf3/H1to3p.xml, or photo folder")
     size: int = option(448, help="image shorter side")
     max_images: int = option(None, help="at most this many pairs (spair, homography) or photos (synthetic)")

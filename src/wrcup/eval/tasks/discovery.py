@@ -18,7 +18,7 @@ from ._common import TaskOptions, check_size, option, subsample
 
 @dataclass
 class DiscoveryOptions(TaskOptions):
-    dataset: str = option(help="images with ground-truth boxes", choices=list_datasets("discovery"))
+    dataset: str = option(help="images with ground-truth boxes", choices=lambda: list_datasets("discovery"))
     root: str = option(help="VOC<year> folder, COCO image folder, or DAVIS root")
     size: int = option(448, help="image shorter side")
     tau: float = option(None, help="graph threshold (default: the dataset's, 0.2 VOC/DAVIS, 0.3 COCO20K)")

@@ -17,7 +17,7 @@ from ._common import FeatureTargetSet, TaskOptions, check_size, option, seed_all
 
 @dataclass
 class SegProbeOptions(TaskOptions):
-    dataset: str = option(help="segmentation reader", choices=list_datasets("segmentation"))
+    dataset: str = option(help="segmentation reader", choices=lambda: list_datasets("segmentation"))
     root: str = option(help="dataset root in the reader's standard layout")
     size: int = option(448, help="input size (training: size×size centre crops; evaluation: shorter side)")
     epochs: int = option(20, help="probe training epochs")
