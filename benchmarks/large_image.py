@@ -74,7 +74,7 @@ def floor(photo: Path, out: Path, size: int, max_side: int, repeat: int) -> dict
     import torch
 
     import wrcup
-    from wrcup.cli.upsample import image_output_size
+    from wrcup.cli.to_image import image_output_size
     from wrcup.data.images import load_image, resize_short_side
     from wrcup.models.tiling import grow_bilinear, grow_scratch_bytes, learned_grid, learned_passes_to_guidance
     from wrcup.models.to_image import CHUNK_BYTES, plan_chunks

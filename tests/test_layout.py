@@ -36,7 +36,6 @@ LONG_FILES = {
     "ops/exact.py": "one concern: the exact weighted least-squares solve (PCG, its preconditioner and the implicit "
                     "backward)",
     "models/authors.py": "one concern: reading the authors' torch.save archives with a restricted unpickler",
-    "cli/upsample.py": "being split in issue 15 (lead removes after merge)",
 }
 
 
