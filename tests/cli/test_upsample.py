@@ -375,3 +375,11 @@ def test_sizes_in_status_lines_read_width_by_height(tmp_path, real_photos, fast_
     assert main(["upsample", str(photo), "--out", str(tmp_path / "o"), "--to-image", "--no-figure", *SMALL]) == 0
     err = capsys.readouterr().err
     assert "features 60×30" in err and "30×60" not in err
+
+
+def test_the_to_image_picture_title_names_the_reduction_in_english():
+    from wrcup.cli.to_image import _drawn
+
+    assert [_drawn(k) for k in (1, 2, 3, 4, 11, 12, 21, 22)] == [
+        "every pixel drawn", "every 2nd pixel drawn", "every 3rd pixel drawn", "every 4th pixel drawn",
+        "every 11th pixel drawn", "every 12th pixel drawn", "every 21st pixel drawn", "every 22nd pixel drawn"]

@@ -12,6 +12,14 @@ MAX_IMAGE_SIDE = 2048
 FIGURE_SIDE = 512
 
 
+def _drawn(k: int) -> str:
+    """The picture's note on its reduced copy: every k-th feature pixel along each side."""
+    if k == 1:
+        return "every pixel drawn"
+    suffix = "th" if k % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"every {k}{suffix} pixel drawn"
+
+
 def image_output_size(image_hw, cap: int = MAX_IMAGE_SIDE) -> tuple[int, int]:
     """--to-image: the photo's (H, W), scaled down (aspect kept, rounded) so that the long side is at most ``cap``."""
     H, W = int(image_hw[0]), int(image_hw[1])
@@ -64,7 +72,7 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
             label = None if point is None else f"query ({px:g}, {py:g})"
             save_comparison_figure(job.figure, x[0].cpu(), low[0].cpu(), done.reduced, point,
                                    title=f"{job.image.name} — {args.model} (features {target[1]}×{target[0]}, "
-                                         f"every {done.k}th drawn)", point_label=label)
+                                         f"{_drawn(done.k)})", point_label=label)
     except (RuntimeError, MemoryError) as err:  # e.g. a budget too small: this image fails, the others go on
         for path in written:
             path.unlink(missing_ok=True)
