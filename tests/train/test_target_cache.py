@@ -46,6 +46,20 @@ def test_target_cache_file_names_are_pinned(tmp_path):
     assert source._full_file(0) == tmp_path / "cache" / f"{PINNED_NAME}.full.safetensors"
 
 
+def test_a_second_seed_reuses_the_first_seeds_targets_with_target_seed(tmp_path):
+    """--target-seed: the cache entry (and so the fixed crops) follow target_seed; seed alone moves them."""
+    image = tmp_path / "known.jpg"
+    image.write_bytes(b"wrcup target cache key")
+
+    def name(**seeds):
+        cfg = TrainConfig(data=["unused"], out=str(tmp_path), cache_targets=str(tmp_path / "cache"), high_res=448,
+                          crops=4, crop_align=28, loss_weights={"local": 1.0, "full": 1.0}, **seeds)
+        return TargetSource(_StubImages([image]), _StubBackbone(), cfg, torch.device("cpu"))._cache_file(0).stem
+
+    assert name(seed=0) == name(seed=1, target_seed=0) == name(seed=0, target_seed=0) == PINNED_NAME
+    assert name(seed=1) == name(seed=0, target_seed=1) != PINNED_NAME
+
+
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory, real_photos):
     folder = tmp_path_factory.mktemp("photos")

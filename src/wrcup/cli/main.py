@@ -124,6 +124,10 @@ def _add_train(sub) -> None:
                         "learning curve (scripts/learning_curve.py; 0: none)")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed of the batches, crops and augmentations (each step is a pure function of it)")
+    p.add_argument("--target-seed", type=int, default=d.target_seed,
+                   help="seed of the fixed crops of cached targets (--cache-targets); default: --seed. Give the first "
+                        "run's seed to train another seed on the same cached targets (its initialisation, batches "
+                        "and augmentations still follow --seed)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     p.add_argument("--name", default=d.name, help="file name of the final checkpoint")
     p.add_argument("--no-fast", action="store_true",
@@ -222,7 +226,8 @@ def _run_train(args) -> int:
         scale_mix=[args.scale_mix[size] for size in sizes] if args.scale_mix and len(sizes) > 1 else None,
         crops=args.crops, loss_weights={k: (1.0 if k in chosen else 0.0) for k in LOSS_NAMES},
         augment=not args.no_augment, cache_targets=args.cache_targets, checkpoint_every=args.checkpoint_every,
-        keep_every=args.keep_every, seed=args.seed, device=resolve_device(args.device, "--device"), name=args.name,
+        keep_every=args.keep_every, seed=args.seed, target_seed=args.target_seed,
+        device=resolve_device(args.device, "--device"), name=args.name,
         fast=not args.no_fast)
     run_dir = None
     if args.resume is not None:

@@ -47,6 +47,9 @@ class TrainConfig:
     # every N steps also keep a weights + metadata snapshot step-NNNNNN.safetensors (for learning curves); 0: off
     keep_every: int = 0
     seed: int = 0
+    # the seed of the cached targets' fixed crops (``cache_targets``); None: ``seed``. A second seed of a run can
+    # keep the first one's targets (target_seed = its seed): initialisation, batches and augmentations still change.
+    target_seed: int | None = None
     device: str = "cpu"
     name: str = "wrc"
     progress: bool = True
@@ -85,6 +88,10 @@ class TrainConfig:
                                  f"got {self.scale_mix!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    def crop_seed(self) -> int:
+        """The seed of the cached targets' fixed crops: ``target_seed``, or ``seed`` when it is None."""
+        return self.seed if self.target_seed is None else self.target_seed
 
     def scales(self) -> list[int]:
         """The high-res view sizes trained on (one unless ``high_res`` is a list)."""

@@ -93,7 +93,7 @@ class TargetSource:
         # since v2 (one scale per run): existing caches stay valid (tests/train/test_target_cache.py pins it).
         key = cache_key({"version": "v2", "image": self._image_digest(i), "backbone": self.cfg.backbone,
                          "weights": self._weights_id, "high_res": self.high_res, "crops": self.cfg.crops,
-                         "crop_align": self.cfg.crop_align, "seed": self.cfg.seed}, length=20)
+                         "crop_align": self.cfg.crop_align, "seed": self.cfg.crop_seed()}, length=20)
         return self.cache_dir / (key + ".safetensors")
 
     def _image_digest(self, i: int) -> str:
@@ -109,7 +109,7 @@ class TargetSource:
 
     def _compute_targets(self, i: int) -> dict[str, torch.Tensor]:
         """Cached targets of image ``i``: its crops are seeded by the index, so a recomputed entry is the same."""
-        low, z_low, crop_t, boxes, _ = self._views([i], [step_generator(self.cfg.seed, i, stream=11)])
+        low, z_low, crop_t, boxes, _ = self._views([i], [step_generator(self.cfg.crop_seed(), i, stream=11)])
         tensors = {"low": (low[0] * 255).round().to(torch.uint8).cpu(), "z_low": z_low[0].half().cpu().contiguous(),
                    "boxes": boxes[0].cpu()}
         if crop_t is not None:
