@@ -105,3 +105,27 @@ def test_entry_damaged_after_filling_is_recomputed_by_batch(tmp_path, pool, embe
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # repaired: read back without a report
         source.batch([0, 1], step=0)
+
+
+def test_filling_the_crop_cache_runs_no_full_view_pass(tmp_path, pool):
+    """The full-view target is cached in its own file: the crop entry's computation must not run (and throw away)
+    the costliest backbone pass, the whole high-res view."""
+    class CountingBackbone:
+        patch_size, dim = 14, 8
+
+        def __init__(self):
+            self.sizes = []
+
+        def weights_identity(self) -> str:
+            return "sha256:counting"
+
+        def __call__(self, x):
+            self.sizes.append(x.shape[-1])
+            return torch.zeros(x.shape[0], self.dim, x.shape[-2] // 14, x.shape[-1] // 14)
+
+    backbone = CountingBackbone()
+    cfg = TrainConfig(data=["unused"], out=str(tmp_path), cache_targets=str(tmp_path / "cache"), high_res=112,
+                      crops=2, crop_align=28, loss_weights={"local": 1.0, "full": 1.0})
+    source = TargetSource(pool, backbone, cfg, torch.device("cpu"))
+    source.fill_cache([0], show_progress=False)
+    assert sorted(backbone.sizes) == [56, 56, 112]  # low view, the crops (one call), the full view once

@@ -73,7 +73,9 @@ class TargetSource:
         self._digests: list[str | None] = [None] * len(images)
         self._weights_id = backbone.weights_identity() if self.cache_dir else None
 
-    def _views(self, idx: list[int], gens: list[torch.Generator]):
+    def _views(self, idx: list[int], gens: list[torch.Generator], full: bool | None = None):
+        """The step's views and targets; ``full`` (default: whether the "full" loss is on) also runs the backbone
+        on the whole high-res view, the costliest pass (a 896 view has 4× the tokens of a 448 one)."""
         high = torch.stack([square_view(self.images.load(i), self.high_res) for i in idx]).to(self.device)
         low = downsample(high, self.low_res)
         boxes = torch.stack([random_aligned_crops(g, self.high_res, self.low_res, self.cfg.crop_align, self.cfg.crops)
@@ -84,7 +86,7 @@ class TargetSource:
         if self.cfg.crops:
             crop_t = self.backbone(crop_images(high, boxes, self.low_res)).clone()
             crop_t = crop_t.reshape(len(idx), self.cfg.crops, *crop_t.shape[1:])
-        z_high = self.backbone(high).clone() if self.need_full else None
+        z_high = self.backbone(high).clone() if (self.need_full if full is None else full) else None
         return low, z_low, crop_t, boxes, z_high
 
     def _cache_file(self, i: int) -> Path:
@@ -109,7 +111,9 @@ class TargetSource:
 
     def _compute_targets(self, i: int) -> dict[str, torch.Tensor]:
         """Cached targets of image ``i``: its crops are seeded by the index, so a recomputed entry is the same."""
-        low, z_low, crop_t, boxes, _ = self._views([i], [step_generator(self.cfg.crop_seed(), i, stream=11)])
+        # the full-view target has a file of its own (_compute_full): not computed here
+        low, z_low, crop_t, boxes, _ = self._views([i], [step_generator(self.cfg.crop_seed(), i, stream=11)],
+                                                   full=False)
         tensors = {"low": (low[0] * 255).round().to(torch.uint8).cpu(), "z_low": z_low[0].half().cpu().contiguous(),
                    "boxes": boxes[0].cpu()}
         if crop_t is not None:
