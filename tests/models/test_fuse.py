@@ -5,6 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+from network_helpers import as_after_training
+
 from wrcup.models import build_upsampler, fold_batchnorm
 
 
@@ -12,12 +14,7 @@ from wrcup.models import build_upsampler, fold_batchnorm
 def test_folded_network_gives_the_same_features(operator):
     torch.manual_seed(0)
     net = build_upsampler(operator, 32, 14, residual=True)
-    for m in net.modules():  # non-trivial statistics and affine parameters, as after training
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
+    as_after_training(net)  # non-trivial BatchNorm statistics and affine parameters
     net = net.double().eval()  # fold in float64 so the comparison is not limited by float32 rounding
     folded = fold_batchnorm(net)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())

@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from network_helpers import as_after_training
+
 from wrcup.models import build_upsampler, fold_batchnorm
 from wrcup.models import fuse as U
 
@@ -16,12 +18,7 @@ pytestmark = [pytest.mark.usefixtures("one_thread"),
 def folded_network(seed=0, dim=32):
     torch.manual_seed(seed)
     net = build_upsampler("wrc-reference", dim, 14, residual=True)
-    for m in net.modules():  # non-trivial statistics and affine parameters, as after training
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
+    as_after_training(net)  # non-trivial BatchNorm statistics and affine parameters
     return fold_batchnorm(net.eval())
 
 
