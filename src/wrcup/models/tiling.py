@@ -115,21 +115,16 @@ def linear_taps(in_len: int, out_len: int, start: int = 0, stop: int | None = No
     return i0, i1, src - i0
 
 
-def resize_crop(x: torch.Tensor, size: Sequence[int], rows: tuple[int, int], cols: tuple[int, int],
-                out_dtype: torch.dtype | None = None) -> torch.Tensor:
+def resize_crop(x: torch.Tensor, size: Sequence[int], rows: tuple[int, int], cols: tuple[int, int]) -> torch.Tensor:
     """Rows ``rows`` and columns ``cols`` of ``F.interpolate(x, size, mode="bilinear", align_corners=False)``
-    for x: B×C×h×w, computed from the source cells they need only. → B×C×(r1-r0)×(c1-c0), dtype of x.
-    ``out_dtype`` (whole rows only, e.g. float16): the growth along the rows runs in it (the rows are still
-    interpolated in x's dtype), which saves a conversion of the large result."""
-    r0, r1 = linear_taps(x.shape[-2], int(size[0]), *rows)[:2]
-    lo, hi = int(r0.min()), int(r1.max()) + 1
+    for x: B×C×h×w, computed from the source cells they need only. → B×C×(r1-r0)×(c1-c0), dtype of x."""
     i0, i1, f = linear_taps(x.shape[-2], int(size[0]), *rows)
+    lo, hi = int(i0.min()), int(i1.max()) + 1
     band = x[..., lo:hi, :]
     f = f.to(x.dtype)[:, None]
     band = (band[..., i0 - lo, :] * (1 - f)).add_(band[..., i1 - lo, :] * f)   # B×C×rows×w, small
     if cols == (0, int(size[1])):  # whole rows: torch's kernel (same sample positions, scale 1 along the rows)
-        return F.interpolate(band.to(out_dtype or band.dtype), size=(band.shape[-2], int(size[1])), mode="bilinear",
-                             align_corners=False)
+        return F.interpolate(band, size=(band.shape[-2], int(size[1])), mode="bilinear", align_corners=False)
     i0, i1, f = linear_taps(x.shape[-1], int(size[1]), *cols)
     f = f.to(x.dtype)
     return (band[..., i0] * (1 - f)).add_(band[..., i1] * f)
