@@ -11,8 +11,8 @@ One key function, one writer, one reader:
   Entries written before checksums existed carry none and are checked by parsing alone (safetensors refuses a
   file whose header does not cover it exactly, which catches truncation).
 
-Layering: this module imports only the standard library, torch and safetensors, so training, evaluation and the
-backbone loaders all build on it.
+Layering: this module imports only the standard library, torch, safetensors and :mod:`wrcup._io` (its atomic
+writes), so training, evaluation and the backbone loaders all build on it.
 """
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
+
+from ._io import atomic_path
 
 CHECKSUM_KEY = "data_sha256"
 
@@ -90,21 +91,11 @@ def write_checked_safetensors(tensors: dict[str, torch.Tensor], path: str | os.P
     digest = hashlib.sha256(data).hexdigest()
     blob = save(tensors, metadata={**{str(k): str(v) for k, v in (metadata or {}).items()}, CHECKSUM_KEY: digest})
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it private; cache files are ordinary readable files
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
+    # cache files are ordinary readable files whatever the umask
+    with atomic_path(path, mode=0o644) as tmp, open(tmp, "wb") as handle:
+        handle.write(blob)
+        handle.flush()
+        os.fsync(handle.fileno())  # the data is on disk before the rename makes the entry visible
     return path
 
 
