@@ -1,4 +1,5 @@
-"""The shared name → entry registry: order, duplicates, unknown and malformed names and removal."""
+"""The shared name → entry registry: order, duplicates, unknown and malformed names, removal, and that every wrcup
+registry is built on it."""
 from __future__ import annotations
 
 import pytest
@@ -87,3 +88,15 @@ def test_unregister_returns_the_entry_and_frees_the_name():
     with pytest.raises(TypeError):
         view["kiwi"] = 1  # read-only
 
+
+def test_every_wrcup_registry_is_a_registry():
+    from wrcup.backbones import registry as backbones
+    from wrcup.data import registry as datasets
+    from wrcup.eval import extract, tasks
+    from wrcup.nn import registry as operators
+
+    assert isinstance(operators._OPERATORS, Registry) and operators._OPERATORS.sort
+    assert isinstance(backbones._BACKBONES, Registry) and dict(backbones.REGISTRY) == backbones._BACKBONES.as_mapping()
+    assert isinstance(tasks._TASKS, Registry) and isinstance(extract._METHODS, Registry)
+    datasets.list_datasets("segmentation")  # loads the readers
+    assert all(isinstance(r, Registry) for r in datasets._READERS.values()) and "segmentation" in datasets._READERS
