@@ -9,14 +9,15 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "wrcup"
 
 # The layers of wrcup, bottom to top (docs/DESIGN.md). A module may import from its own package and from lower
 # layers; packages in the same layer are independent of each other (none imports another).
-#   private base modules (_checks, _io; then _cache, which writes through _io)
+#   private base modules (_checks, _io; then _cache, which writes through _io, and _registry, whose lookup
+#   errors come from _checks)
 #   →  ops (functional core)  →  nn (operator modules + registry)
 #   →  data (readers and the one image preparation, on the base only)
 #   →  backbones, viz (backbones resize through data.prep)  →  models (networks + the backbone bundle)
 #   →  train, eval (both on models, backbones and data)  →  cli and the package root (wrcup.load)
 LAYERS = (
     ("_checks", "_io"),
-    ("_cache",),
+    ("_cache", "_registry"),
     ("ops",),
     ("nn",),
     ("data",),

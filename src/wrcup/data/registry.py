@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .._registry import Registry
+
 __all__ = ["DatasetEntry", "get_dataset", "list_datasets", "register_dataset", "unregister_dataset"]
 
 
@@ -34,24 +36,27 @@ class DatasetEntry:
     info: dict = field(default_factory=dict)
 
 
-_REGISTRY: dict[str, dict[str, DatasetEntry]] = {}
+# one registry of readers per task kind
+_READERS: dict[str, Registry[DatasetEntry]] = {}
+
+
+def _readers(kind: str) -> Registry[DatasetEntry]:
+    if kind not in _READERS:
+        _READERS[kind] = Registry("dataset", scope=f"for {kind!r}")
+    return _READERS[kind]
 
 
 def register_dataset(kind: str, name: str, open: Callable, *, splits: tuple[str, ...] = (),
                      options: tuple[str, ...] = (), help: str = "", **info) -> DatasetEntry:
     """Register ``open`` as reader ``name`` of task kind ``kind``; ValueError when the name is taken."""
-    entries = _REGISTRY.setdefault(kind, {})
-    if name in entries:
-        raise ValueError(f"dataset {name!r} is already registered for {kind!r}")
-    entries[name] = DatasetEntry(kind, name, open, tuple(splits), tuple(options), help, dict(info))
-    return entries[name]
+    entry = DatasetEntry(kind, name, open, tuple(splits), tuple(options), help, dict(info))
+    return _readers(kind).register(name, entry)
 
 
 def unregister_dataset(kind: str, name: str) -> DatasetEntry:
     """Remove reader ``name`` of ``kind`` (e.g. a test's temporary reader); returns its entry."""
-    entry = get_dataset(kind, name)
-    del _REGISTRY[kind][name]
-    return entry
+    _load_readers()
+    return _readers(kind).unregister(name)
 
 
 def _load_readers() -> None:
@@ -61,12 +66,10 @@ def _load_readers() -> None:
 def list_datasets(kind: str) -> list[str]:
     """Names of the readers of ``kind``, in registration order."""
     _load_readers()
-    return list(_REGISTRY.get(kind, {}))
+    return _readers(kind).names()
 
 
 def get_dataset(kind: str, name: str) -> DatasetEntry:
     """The entry of reader ``name`` of ``kind``; ValueError naming the choices otherwise."""
-    from .._checks import check_choice
-
-    check_choice(name, "dataset", list_datasets(kind))
-    return _REGISTRY[kind][name]
+    _load_readers()
+    return _readers(kind).get(name)

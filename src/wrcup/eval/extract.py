@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from .._checks import check_choice
 from .._cache import cache_key, read_entry, write_entry
 from .._io import file_sha256
+from .._registry import Registry
 from ..data.prep import prepare_images
 
 
@@ -36,26 +37,21 @@ class Method:
     apply: Callable
 
 
-_METHODS: dict[str, Method] = {}
+_METHODS: Registry[Method] = Registry("method")
 
 
 def register_method(name: str, scale: int, help: str):
     """Decorator registering ``apply`` as method ``name``."""
-    def decorate(apply: Callable) -> Callable:
-        if name in _METHODS:
-            raise ValueError(f"method {name!r} is already registered")
-        _METHODS[name] = Method(name, scale, help, apply)
-        return apply
-    return decorate
+    return _METHODS.decorator(name, lambda apply: Method(name, scale, help, apply))
 
 
 def list_methods() -> list[str]:
     """The method names, in registration order."""
-    return list(_METHODS)
+    return _METHODS.names()
 
 
 def get_method(name: str) -> Method:
-    return _METHODS[check_choice(name, "method", list_methods())]
+    return _METHODS.get(name)
 
 
 @register_method("none", 1, "the backbone's own grid")

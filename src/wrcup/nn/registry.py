@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .._registry import Registry
 from .base import UpsampleOperator
 
 __all__ = ["OperatorEntry", "create_operator", "list_operators", "operator_entry", "register_operator",
@@ -37,7 +38,7 @@ class OperatorEntry:
     guided: bool = True
 
 
-_ENTRIES: dict[str, OperatorEntry] = {}
+_OPERATORS: Registry[OperatorEntry] = Registry("operator", sort=True)
 
 
 def register_operator(name: str, *, summary: str | None = None, guided: bool = True):
@@ -45,42 +46,33 @@ def register_operator(name: str, *, summary: str | None = None, guided: bool = T
 
     ``summary`` defaults to the first line of the factory's docstring; ``guided``: see :class:`OperatorEntry`.
     """
-    if not isinstance(name, str) or not name.strip() or name != name.strip() or "," in name:
-        raise ValueError(f"operator name must be a non-empty string without surrounding spaces or commas, "
-                         f"got {name!r}")
-
-    def wrap(factory):
+    def make_entry(factory) -> OperatorEntry:
         if not callable(factory):
             raise TypeError(f"register_operator({name!r}) must decorate a callable, got {type(factory).__name__}")
-        if name in _ENTRIES:
-            raise ValueError(f"operator {name!r} is already registered")
         text = summary if summary is not None else ((factory.__doc__ or "").strip().splitlines() or [""])[0]
-        _ENTRIES[name] = OperatorEntry(name, factory, text.strip(), bool(guided))
-        return factory
+        return OperatorEntry(name, factory, text.strip(), bool(guided))
 
-    return wrap
+    return _OPERATORS.decorator(name, make_entry)
 
 
 def unregister_operator(name: str) -> OperatorEntry:
     """Remove ``name`` from the registry (e.g. a test's temporary operator); returns its entry."""
-    entry = operator_entry(name)
-    del _ENTRIES[name]
-    return entry
+    operator_entry(name)  # the operator's own message for an unknown name
+    return _OPERATORS.unregister(name)
 
 
 def list_operators() -> list[str]:
     """The registered operator names, sorted."""
-    return sorted(_ENTRIES)
+    return _OPERATORS.names()
 
 
 def operator_entry(name: str) -> OperatorEntry:
     """The entry of ``name``; ValueError listing the registered names when there is none."""
-    entry = _ENTRIES.get(name) if isinstance(name, str) else None
-    if entry is None:
+    if name not in _OPERATORS:
         raise ValueError(f"operator must be one of the registered operators {', '.join(map(repr, list_operators()))}; "
                          f"got {name!r} (an operator defined elsewhere is registered with "
                          f"wrcup.nn.register_operator when its module is imported)")
-    return entry
+    return _OPERATORS.get(name)
 
 
 def create_operator(name: str, channels: int, scale: int = 2, **kwargs) -> UpsampleOperator:

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from ..._checks import check_choice
+from ..._registry import Registry
 from ._common import TaskOptions, option
 
 __all__ = ["Task", "TASKS", "TaskOptions", "get_task", "list_tasks", "option", "register_task", "run_task",
@@ -41,32 +41,27 @@ class Task:
         return self.options(*args, **kwargs)
 
 
-_TASKS: dict[str, Task] = {}
+_TASKS: Registry[Task] = Registry("task")
 
 
 def register_task(name: str, options: type, *, help: str, metric: str, higher_is_better: bool, label: str):
     """Decorator registering ``run(extractor, options, progress=True) → dict`` as task ``name``."""
-    def decorate(run: Callable) -> Callable:
-        if name in _TASKS:
-            raise ValueError(f"task {name!r} is already registered")
-        _TASKS[name] = Task(name, options, run, help, metric, higher_is_better, label)
-        return run
-    return decorate
+    return _TASKS.decorator(name, lambda run: Task(name, options, run, help, metric, higher_is_better, label))
 
 
 def unregister_task(name: str) -> Task:
     """Remove task ``name`` (e.g. a test's temporary task); returns its entry."""
-    return _TASKS.pop(get_task(name).name)
+    return _TASKS.unregister(name)
 
 
 def list_tasks() -> list[str]:
     """The task names, in registration order."""
-    return list(_TASKS)
+    return _TASKS.names()
 
 
 def get_task(name: str) -> Task:
     """The entry of task ``name``; ValueError naming the choices otherwise."""
-    return _TASKS[check_choice(name, "task", list_tasks())]
+    return _TASKS.get(name)
 
 
 def run_task(task: str, extractor, progress: bool = True, **options) -> dict:
