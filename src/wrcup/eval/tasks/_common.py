@@ -1,5 +1,5 @@
 """What the task runners share: task options (declared once, as dataclass fields), thinning, seeding, sizes,
-and the probe views and feature sets."""
+the probe views and feature sets, and what a model's features depend on (result cache keys)."""
 from __future__ import annotations
 
 import dataclasses
