@@ -150,3 +150,57 @@ def test_every_task_option_is_a_flag_of_eval_and_compare():
     davis = {a.dest: a.default for a in subparsers(evaluate)["davis"]._actions}
     assert (davis["n_last"], davis["topk"], davis["radius"]) == (7, 5, 12)
     assert {a.dest: a.default for a in subparsers(evaluate)["discovery"]._actions}["eps"] == 1e-5
+
+
+def _tiny_davis(root):
+    """Two sequences of 3 frames 56×84 (a bright moving square), DAVIS 2016 layout."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    for s, seq in enumerate(("sa", "sb")):
+        for t in range(3):
+            img = rng.normal(30, 10, (56, 84, 3))
+            mask = np.zeros((56, 84), np.uint8)
+            img[10 + 2 * t:34 + 2 * t, 10 + 20 * s:34 + 20 * s] = (230, 200, 60)
+            mask[10 + 2 * t:34 + 2 * t, 10 + 20 * s:34 + 20 * s] = 255
+            for kind, array, ext in (("JPEGImages", np.clip(img, 0, 255).astype(np.uint8), "jpg"),
+                                     ("Annotations", mask, "png")):
+                (root / kind / "480p" / seq).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(root / kind / "480p" / seq / f"{t:05d}.{ext}")
+    (root / "ImageSets" / "2016").mkdir(parents=True)
+    (root / "ImageSets" / "2016" / "val.txt").write_text("sa\nsb\n")
+    return root
+
+
+def test_4x_methods_in_davis_and_compare(tmp_path, checkpoint, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "davis", "--help"])
+    assert exit_.value.code == 0
+    help_text = capsys.readouterr().out
+    assert all(m in help_text for m in ("bilinear-4x", "learned-4x", "learned-bilinear-4x"))
+
+    root = _tiny_davis(tmp_path / "davis")
+    out = tmp_path / "one.json"
+    assert main(["eval", "davis", "--model", str(checkpoint), "--method", "learned-4x", "--root", str(root),
+                 "--size", "56", "--quiet", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["method"] == "learned-4x" and r["operator"] == "wrc-reference" and r["num_objects"] == 2
+
+    cache, out = tmp_path / "cache", tmp_path / "cmp.json"
+    args = ["eval", "compare", "--tasks", "davis", "--methods", "bilinear,bilinear-4x,learned-4x,learned-bilinear-4x",
+            "--models", str(checkpoint), "--size", "56", "--davis-root", str(root), "--quiet", "--cache", str(cache),
+            "--parts", "none", "--out", str(out)]
+    assert main(args) == 0
+    md = out.with_suffix(".md").read_text().splitlines()
+    assert [row.split("|")[1:3] for row in md[2:]] == [
+        [" dinov2-s14-imgfocus ", " bilinear "], [" dinov2-s14-imgfocus ", " bilinear-4x "],
+        [" tiny ", " learned-4x (wrc-reference) "], [" tiny ", " learned-bilinear-4x (wrc-reference) "]]
+    first = json.loads(out.read_text())
+    assert [x["result"]["resumed_sequences"] for x in first["runs"]] == [0, 0, 0, 0]
+    assert len(list(cache.glob("davis-sequence-*.safetensors"))) == 2 * 4
+    # without parts, a rerun still takes every finished sequence from the cache folder: same scores
+    assert main(args) == 0
+    again = json.loads(out.read_text())
+    assert [x["result"]["resumed_sequences"] for x in again["runs"]] == [2, 2, 2, 2]
+    assert ([x["result"]["J&F-Mean"] for x in again["runs"]] == [x["result"]["J&F-Mean"] for x in first["runs"]])

@@ -22,6 +22,8 @@ from wrcup.eval.metrics import (
     box_iou,
     corloc,
     davis_scores,
+    davis_sequence_scores,
+    davis_summary,
     delta1,
     dilate,
     disk,
@@ -239,6 +241,34 @@ def test_davis_scores_rejects_mismatch():
         davis_scores({}, {"a": gt})
     with pytest.raises(ValueError, match="shape"):
         davis_scores({"a": gt[:2]}, {"a": gt})
+
+
+def test_davis_sequence_scores_are_per_object_frame_means_and_summarise_to_davis_scores():
+    """Per object: mean J and F over the scored frames and the shares above 0.5, from region_similarity and
+    boundary_f_measure frame by frame; the summary of the rows is davis_scores, to the last bit."""
+    rng = np.random.default_rng(4)
+    gts, preds = {}, {}
+    for name, objects in (("a", 2), ("b", 1), ("empty", 0)):
+        gt = np.zeros((5, 30, 40), np.int64)
+        for k in range(1, objects + 1):
+            gt[:, 3 + 10 * k:10 + 10 * k, 5:25] = k
+        pred = np.where(rng.random(gt.shape) < 0.15, rng.integers(0, objects + 1, gt.shape), gt)
+        gts[name], preds[name] = gt, pred
+    rows = {name: davis_sequence_scores(preds[name], gts[name], name=name) for name in gts}
+    assert rows["a"].shape == (2, 4) and rows["empty"].shape == (0, 4) and rows["a"].dtype == np.float64
+    for k in (1, 2):
+        p, g = preds["a"][1:-1] == k, gts["a"][1:-1] == k
+        j = np.array([region_similarity(p[t], g[t]) for t in range(3)])
+        f = np.array([boundary_f_measure(p[t], g[t]) for t in range(3)])
+        assert rows["a"][k - 1].tolist() == pytest.approx([j.mean(), f.mean(), (j > 0.5).mean(), (f > 0.5).mean()],
+                                                          abs=1e-12)
+    summary = davis_summary(rows)
+    assert summary == davis_scores(preds, gts)
+    assert summary["num_objects"] == 3 and list(summary["per_sequence"]) == ["a", "b"]
+    with pytest.raises(ValueError, match="K×4"):
+        davis_summary({"a": rows["a"][:, :3]})
+    with pytest.raises(ValueError, match="no sequences"):
+        davis_summary({})
 
 
 def _bmap_shifted(m: np.ndarray) -> np.ndarray:

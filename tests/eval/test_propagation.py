@@ -239,3 +239,26 @@ def test_real_davis_mask_propagates_with_label_features():
         inter = ((p == 255) & (m == 255)).sum().item()
         union = ((p == 255) | (m == 255)).sum().item()
         assert inter / union > 0.9
+
+
+def test_tile_side_does_not_change_the_soft_labels():
+    """The tiling only regroups the same dot products: tiles of side 8 (the former default), 12 and 16 and the
+    sides local_tile_side picks give the same soft labels, at a 4× method's radius (48 cells) and at 12."""
+    from wrcup.eval import propagation
+
+    g = torch.Generator().manual_seed(3)
+    c, h, w, n_ctx = 16, 40, 70, 8
+    target = F.normalize(torch.randn(c, h, w, generator=g), dim=0)
+    ctx = F.normalize(torch.randn(n_ctx, c, h, w, generator=g), dim=1)
+    labels = torch.softmax(torch.randn(n_ctx, 3, h, w, generator=g), dim=1)
+    assert [propagation.local_tile_side(r) for r in (0, 12, 24, 47, 48, 96)] == [12, 12, 12, 15, 16, 16]
+    for radius in (12, 48):
+        outs = []
+        for side in (8, 12, 16, None):
+            shape = propagation._tile_size(h, w, n_ctx, radius, 2 ** 25, local_tile=side)
+            assert shape == (min(h, side or propagation.local_tile_side(radius)),) * 2
+            plan = propagation._neighbourhood_plan(h, w, radius, shape, target.device)
+            outs.append(propagate_frame(target, ctx, labels, topk=5, temperature=0.1, radius=radius, plan=plan))
+        for out in outs[1:]:
+            torch.testing.assert_close(out, outs[0], rtol=0, atol=1e-6)
+        assert propagate_frame(target, ctx, labels, radius=radius).equal(outs[-1])  # the default plan

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..models.names import DEFAULT_CHECKPOINT
-from .extract import get_method, list_methods
+from .extract import get_method, list_methods, uses_upsampler
 from .tasks import get_task, list_tasks
 from .tasks._common import option_choices
 
@@ -103,7 +103,9 @@ def add_eval_parser(sub) -> None:
     for task in list_tasks():
         p = ev.add_parser(task, help=get_task(task).help)
         p.add_argument("--model", default=DEFAULT_CHECKPOINT,
-                       help="checkpoint name or .safetensors path (or, for --method none/bilinear, a backbone name)")
+                       help="checkpoint name or .safetensors path (or, for a --method that does not run the "
+                            "upsampler: " + ", ".join(m for m in list_methods() if not uses_upsampler(m))
+                            + ", a backbone name)")
         p.add_argument("--method", default="learned", choices=list_methods(),
                        help="; ".join(f"{m}: {get_method(m).help}" for m in list_methods()) + " (default: learned)")
         _common(p)
@@ -114,7 +116,8 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--methods", type=_csv, default=list_methods(),
                    help=f"comma-separated, from {', '.join(list_methods())} (default: all)")
     p.add_argument("--models", nargs="+", default=[DEFAULT_CHECKPOINT],
-                   help="checkpoints (names or .safetensors paths) or backbone names (no 'learned' for those)")
+                   help="checkpoints (names or .safetensors paths) or backbone names (for those, the methods "
+                        "that run the upsampler are skipped)")
     p.add_argument("--size", type=int, default=None, help="input size for every task (default: each task's own)")
     p.add_argument("--parts", default=None,
                    help="folder keeping every finished task × method × model result; a rerun reuses them "
@@ -160,7 +163,7 @@ def _run(args) -> int:
     extractor = FeatureExtractor(backbone, upsampler, args.method, cache_dir=args.cache)
     result = tasks.run_task(args.task, extractor, progress=not args.quiet, **options)
     result = {"task": args.task, "model": str(args.model), "method": args.method,
-              "operator": meta.get("operator") if args.method == "learned" else None, **result}
+              "operator": meta.get("operator") if uses_upsampler(args.method) else None, **result}
     if args.out:
         _write_json(args.out, result)
     summary = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .._cache import cache_key
 from .._io import atomic_path, file_sha256
-from .extract import FeatureExtractor, get_method, load_model
+from .extract import FeatureExtractor, get_method, load_model, uses_upsampler
 from .tasks import get_task, run_task
 
 
@@ -55,8 +55,9 @@ def run_compare(tasks: list[str], methods: list[str], models: list[str], task_op
 
     Args:
         tasks: names from :data:`wrcup.eval.tasks.TASKS`.
-        methods: from ``none``/``bilinear``/``learned``; ``learned`` is skipped (and recorded as skipped) for a
-            model given as a backbone name rather than a checkpoint.
+        methods: from :func:`wrcup.eval.extract.list_methods`; those that run the checkpoint's upsampler
+            (``learned``, ``learned-4x``, …) are skipped (and recorded as skipped) for a model given as a backbone
+            name rather than a checkpoint.
         models: checkpoint names / .safetensors paths, or backbone names.
         task_options: per task, the runner's keyword arguments (``progress`` excluded).
         parts_dir: when given, every finished (task, method, model) result is written there at once, and a later
@@ -88,12 +89,13 @@ def run_compare(tasks: list[str], methods: list[str], models: list[str], task_op
                                                    backbone_weights=backbone_weights)
             backbone_name = str(meta.get("backbone", model))
             for method in methods:
-                if method == "learned" and upsampler is None:
+                learned = uses_upsampler(method)
+                if learned and upsampler is None:
                     for task in tasks:
                         runs.append({"model": str(model), "method": method, "task": task, "backbone": backbone_name,
                                      "skipped": "model is a backbone name, not a checkpoint: no learned upsampler"})
                     continue
-                if method == "learned":
+                if learned:
                     path = checkpoint_path(model)
                     subject = f"checkpoint:{path.name}:{file_sha256(path)}"
                 else:
@@ -103,7 +105,7 @@ def run_compare(tasks: list[str], methods: list[str], models: list[str], task_op
                     options = task_options.get(task, {})
                     key = _cell_key(task, method, subject, options, backbone.weights_identity())
                     run = {"model": str(model), "method": method, "task": task, "backbone": backbone_name,
-                           "operator": meta.get("operator") if method == "learned" else None}
+                           "operator": meta.get("operator") if learned else None}
                     if key in computed:
                         run.update(shared_with=computed[key][0], result=computed[key][1])
                         runs.append(run)
@@ -114,7 +116,7 @@ def run_compare(tasks: list[str], methods: list[str], models: list[str], task_op
                         result = part["result"]
                     else:
                         if extractor is None:
-                            extractor = FeatureExtractor(backbone, upsampler if method == "learned" else None,
+                            extractor = FeatureExtractor(backbone, upsampler if learned else None,
                                                          method, cache_dir=cache)
                         result = run_task(task, extractor, progress=progress, **options)
                         if part_file is not None:
@@ -151,8 +153,8 @@ def table_rows(result: dict) -> list[tuple[str, str, dict[str, dict]]]:
             if not runs or all("skipped" in r or "shared_with" in r for r in runs.values()):
                 continue
             first = next(iter(runs.values()))
-            if method == "learned":
-                label, method_label = _model_label(model), f"learned ({first.get('operator') or '?'})"
+            if uses_upsampler(method):
+                label, method_label = _model_label(model), f"{method} ({first.get('operator') or '?'})"
             else:
                 label, method_label = first.get("backbone") or _model_label(model), method
             rows.append((label, method_label, runs))

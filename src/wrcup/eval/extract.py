@@ -1,9 +1,13 @@
 """Features for evaluation: one model, one method, an optional on-disk cache of backbone features.
 
 Methods:
-    ``none``      the backbone's own grid (h×w);
-    ``bilinear``  the backbone features upsampled 2× bilinearly (align_corners=False);
-    ``learned``   the model's trained upsampler (2× grid).
+    ``none``                the backbone's own grid (h×w);
+    ``bilinear``            the backbone features upsampled 2× bilinearly (align_corners=False);
+    ``learned``             the model's trained upsampler (2× grid);
+    ``bilinear-4x``         the backbone features upsampled 4× bilinearly, one resize (align_corners=False);
+    ``learned-4x``          two passes of the trained upsampler, each guided by the image: what
+                            ``model(images, scale=4)`` gives (:func:`wrcup.models.bundle.upsample_to_size`);
+    ``learned-bilinear-4x`` one pass of the trained upsampler, then 2× bilinear (align_corners=False).
 
 The backbone's features of an image are the expensive part and are the same for every method, so the cache
 stores those (float16, keyed by backbone name and weights, input size and image bytes); methods are applied
@@ -54,6 +58,18 @@ def get_method(name: str) -> Method:
     return _METHODS.get(name)
 
 
+def _runs_upsampler(apply: Callable) -> Callable:
+    """Marks a method's ``apply`` as running the checkpoint's upsampler (see :func:`uses_upsampler`)."""
+    apply.runs_upsampler = True
+    return apply
+
+
+def uses_upsampler(method: str) -> bool:
+    """Whether ``method`` runs the checkpoint's trained upsampler: then :func:`load_model` returns it,
+    :class:`FeatureExtractor` requires it, and results depend on the checkpoint, not only on the backbone."""
+    return getattr(get_method(method).apply, "runs_upsampler", False)
+
+
 @register_method("none", 1, "the backbone's own grid")
 def _none(extractor, images, low):
     return low
@@ -65,16 +81,39 @@ def _bilinear(extractor, images, low):
 
 
 @register_method("learned", 2, "the checkpoint's trained upsampler (2× grid)")
+@_runs_upsampler
 def _learned(extractor, images, low):
     return extractor.upsampler(extractor.backbone.normalise(images.to(low.device)), low)
+
+
+@register_method("bilinear-4x", 4, "the backbone's features upsampled 4× bilinearly (one resize)")
+def _bilinear_4x(extractor, images, low):
+    return F.interpolate(low, scale_factor=4, mode="bilinear", align_corners=False)
+
+
+@register_method("learned-4x", 4, "two passes of the checkpoint's upsampler, each guided by the image "
+                 "(model(images, scale=4))")
+@_runs_upsampler
+def _learned_4x(extractor, images, low):
+    from ..models.bundle import upsample_to_size
+
+    # the path model(images, scale=4) takes: the passes of wrcup.models.upsample (quarter map computed once)
+    image = extractor.backbone.normalise(images.to(low.device))
+    return upsample_to_size(extractor.upsampler, image, low, (4 * low.shape[-2], 4 * low.shape[-1]))
+
+
+@register_method("learned-bilinear-4x", 4, "one pass of the checkpoint's upsampler, then 2× bilinear")
+@_runs_upsampler
+def _learned_bilinear_4x(extractor, images, low):
+    return F.interpolate(_learned(extractor, images, low), scale_factor=2, mode="bilinear", align_corners=False)
 
 
 METHODS = tuple(list_methods())
 
 
 def load_model(name_or_path: str, method: str, device=None, backbone_weights=None):
-    """→ (backbone, upsampler or None, description). ``name_or_path`` is a checkpoint (name or file) or,
-    for methods ``none``/``bilinear``, also a backbone name."""
+    """→ (backbone, upsampler or None, description). ``name_or_path`` is a checkpoint (name or file) or, for
+    methods that do not run the upsampler (``none``, ``bilinear``, ``bilinear-4x``), also a backbone name."""
     from .. import backbones
     from ..models.bundle import SHIPPED_CHECKPOINTS, load
 
@@ -82,9 +121,9 @@ def load_model(name_or_path: str, method: str, device=None, backbone_weights=Non
     is_checkpoint = str(name_or_path) in SHIPPED_CHECKPOINTS or str(name_or_path).endswith(".safetensors")
     if is_checkpoint:
         bundle = load(name_or_path, device=device, backbone_weights=backbone_weights)
-        return bundle.backbone, (bundle.upsampler if method == "learned" else None), dict(bundle.metadata)
-    if method == "learned":
-        raise ValueError(f"--method learned needs a checkpoint for --model, got backbone name {name_or_path!r}")
+        return bundle.backbone, (bundle.upsampler if uses_upsampler(method) else None), dict(bundle.metadata)
+    if uses_upsampler(method):
+        raise ValueError(f"--method {method} needs a checkpoint for --model, got backbone name {name_or_path!r}")
     backbone = backbones.load(name_or_path, weights=backbone_weights, device=device)
     return backbone, None, {"backbone": name_or_path}
 
@@ -95,8 +134,8 @@ class FeatureExtractor:
     def __init__(self, backbone, upsampler, method: str, cache_dir: str | Path | None = None):
         self.backbone, self.upsampler = backbone, upsampler
         self.method = get_method(method).name
-        if method == "learned" and upsampler is None:
-            raise ValueError("method 'learned' needs a trained upsampler")
+        if uses_upsampler(method) and upsampler is None:
+            raise ValueError(f"method {method!r} needs a trained upsampler")
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.scale = get_method(method).scale
 
@@ -133,8 +172,9 @@ class FeatureExtractor:
 
     @torch.inference_mode()
     def upsample(self, images: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-        """Apply the method to any B×C×h×w map of ``images`` (the features, or e.g. the keys): ``none`` returns
-        it, ``bilinear`` doubles it bilinearly, ``learned`` runs the model's upsampler on it."""
+        """Apply the method to any B×C×h×w map of ``images`` (the features, or e.g. the keys) → B×C×(s·h)×(s·w),
+        s = ``self.scale``: ``none`` returns it, ``bilinear`` doubles it bilinearly, ``learned`` runs the
+        model's upsampler on it (the 4× methods: see the module docstring)."""
         return get_method(self.method).apply(self, images, low)
 
 

@@ -23,6 +23,12 @@ Temperature: DINO's script hard-codes ``0.1`` (it is not a command-line option t
 Memory: affinities are formed in tiles of target cells against only the context cells that the window can
 reach, so large (upsampled) feature grids never need an ``hw × hw`` matrix; the neighbourhood masks of the
 tiles are built once per grid size and reused for every frame.
+
+Speed: the matrix products dominate (≈ 75 % of a frame). A tile of targets wider than the window's excess
+wastes products on context cells outside every target's window, but a matrix product with more target rows runs
+closer to the CPU's peak; :func:`local_tile_side` picks the side by the radius from measurements
+(``benchmarks/propagation.py``). Every cosine is the same dot product whatever the tiling, so the soft labels do
+not depend on it (bit-identical in the benchmark's runs).
 """
 from __future__ import annotations
 
@@ -113,24 +119,37 @@ def _neighbourhood_plan(h: int, w: int, radius: int | None, tile: tuple[int, int
     return plan
 
 
-def _tile_size(h: int, w: int, n_context: int, radius: int | None, max_elements: int) -> tuple[int, int]:
-    """Target tile shape: small square tiles when the window is local (less wasted affinity outside the
-    window), row chunks of the whole grid otherwise; shrunk until one block holds at most ``max_elements``."""
+def local_tile_side(radius: int) -> int:
+    """Side of the square target tiles for a local window of ``radius`` cells: radius // 3 within [12, 16].
+
+    Measured per frame (``benchmarks/propagation.py``, 8 context frames, 384 channels, one thread, AMD EPYC):
+    against 8×8 tiles (a loaded machine, so roughly), 12×12 is 1.11× / 1.16× / 1.20× / 1.25× faster at radius 12 (32×57 cells) / 24 (64×114)
+    / 48 (64×112) / 48 (128×228), 16×16 0.91× / 1.16× / 1.34× / 1.34×: the larger products win once the window
+    is wide enough that the tile adds little to it."""
+    return min(16, max(12, radius // 3))
+
+
+def _tile_size(h: int, w: int, n_context: int, radius: int | None, max_elements: int,
+               local_tile: int | None = None) -> tuple[int, int]:
+    """Target tile shape: square tiles of ``local_tile`` (default :func:`local_tile_side`) when the window is
+    local (less wasted affinity outside the window), row chunks of the whole grid otherwise; shrunk until one
+    block holds at most ``max_elements``."""
     def block(th, tw):
         if radius is None:
             return th * tw * n_context * h * w
         return th * tw * n_context * min(h, th + 2 * radius) * min(w, tw + 2 * radius)
 
-    th, tw = (h, w) if radius is None else (min(h, _LOCAL_TILE), min(w, _LOCAL_TILE))
+    if radius is None:
+        th, tw = h, w
+    else:
+        side = local_tile_side(radius) if local_tile is None else local_tile
+        th, tw = min(h, side), min(w, side)
     while block(th, tw) > max_elements and th * tw > 1:
         if th >= tw and th > 1:
             th = (th + 1) // 2
         else:
             tw = (tw + 1) // 2
     return th, tw
-
-
-_LOCAL_TILE = 8  # with radius 12, an 8×8 tile reads 28×28..32×32 context cells per target: ~1.6× the window
 
 
 def propagate_frame(target: torch.Tensor, context_features: torch.Tensor, context_labels: torch.Tensor,

@@ -5,9 +5,10 @@ Conventions: masks are H×W (or ..×H×W) arrays, non-zero = foreground; boxes a
 coordinates; points are (x, y). Scores are fractions in [0, 1], except :func:`davis_scores`, which reports
 percentages as the DAVIS benchmark tables do.
 """
-from .davis import (boundary_f_measure, boundary_map, boundary_scores, boundary_tolerance, davis_scores, dilate, disk,
-                    region_similarity)
+from .davis import (boundary_f_measure, boundary_map, boundary_scores, boundary_tolerance, davis_scores,
+                    davis_sequence_scores, davis_summary, dilate, disk, region_similarity)
 from .scores import ConfusionMatrix, abs_rel, box_iou, corloc, delta1, pck, rmse
 
 __all__ = ["region_similarity", "boundary_map", "boundary_tolerance", "boundary_scores", "boundary_f_measure", "disk",
-           "dilate", "davis_scores", "ConfusionMatrix", "box_iou", "corloc", "pck", "rmse", "abs_rel", "delta1"]
+           "dilate", "davis_scores", "davis_sequence_scores", "davis_summary", "ConfusionMatrix", "box_iou", "corloc",
+           "pck", "rmse", "abs_rel", "delta1"]

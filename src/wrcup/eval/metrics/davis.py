@@ -190,6 +190,9 @@ def davis_scores(
     all objects of all sequences (not over sequences). J&F-Mean = (J-Mean + F-Mean) / 2. Recall = share of an
     object's frames scoring above 0.5, averaged over objects.
 
+    The same as :func:`davis_summary` of :func:`davis_sequence_scores` per sequence (a long evaluation keeps those
+    per sequence and resumes; the summary is computed from them alone).
+
     Args:
         predictions, ground_truth: sequence name → T×H×W integer object-id maps (tensor, array, or a list of
             H×W maps). Every ground-truth sequence needs a prediction with the same T, H, W.
@@ -204,36 +207,62 @@ def davis_scores(
     missing = [s for s in ground_truth if s not in predictions]
     if missing:
         raise ValueError(f"predictions lack sequences {missing[:5]}")
+    return davis_summary({seq: davis_sequence_scores(predictions[seq], gt_seq, bound_th, exclude_first_last, seq)
+                          for seq, gt_seq in ground_truth.items()})
+
+
+def davis_sequence_scores(prediction, ground_truth, bound_th: float = 0.008, exclude_first_last: bool = True,
+                          name: str = "sequence") -> np.ndarray:
+    """One sequence's per-object scores, all that :func:`davis_summary` needs of it.
+
+    Args:
+        prediction, ground_truth: T×H×W integer object-id maps of one sequence (as in :func:`davis_scores`).
+        name: the sequence's name, for error messages.
+    Returns:
+        float64 ``K×4``: per object 1..K (K = the largest id of the first ground-truth frame), the means over its
+        frames of J and F and the shares of its frames with J > 0.5 and F > 0.5 (fractions, not percent).
+    """
+    gt = _stack_frames(ground_truth, f"ground_truth[{name!r}]")
+    pred = _stack_frames(prediction, f"predictions[{name!r}]")
+    if pred.shape != gt.shape:
+        raise ValueError(f"sequence {name!r}: prediction shape {tuple(pred.shape)} != ground truth {tuple(gt.shape)}")
+    gt = np.where(gt == 255, 0, gt)
+    num_objects = int(gt[0].max())
+    if exclude_first_last:
+        if gt.shape[0] < 3:
+            raise ValueError(f"sequence {name!r} has {gt.shape[0]} frames; excluding first and last needs >= 3")
+        gt, pred = gt[1:-1], pred[1:-1]
+    radius = boundary_tolerance(gt.shape, bound_th)
+    rows = []
+    for obj in range(1, num_objects + 1):
+        g, p = gt == obj, pred == obj
+        j_all = _jaccard(p, g)
+        f_all = _boundary_prf(p, g, radius)[0]
+        rows.append([float(j_all.mean()), float(f_all.mean()), float((j_all > 0.5).mean()),
+                     float((f_all > 0.5).mean())])
+    return np.array(rows, dtype=np.float64).reshape(num_objects, 4)
+
+
+def davis_summary(sequence_scores: Mapping[str, np.ndarray]) -> dict:
+    """The scores of :func:`davis_scores` from per-sequence :func:`davis_sequence_scores` (K×4 arrays), in the
+    mapping's order (means over all objects of all sequences)."""
+    if not sequence_scores:
+        raise ValueError("sequence_scores has no sequences")
     per_object: dict[str, dict[str, float]] = {}
     per_sequence: dict[str, dict[str, float]] = {}
     j_means, f_means, j_recalls, f_recalls = [], [], [], []
-    for seq, gt_seq in ground_truth.items():
-        gt = _stack_frames(gt_seq, f"ground_truth[{seq!r}]")
-        pred = _stack_frames(predictions[seq], f"predictions[{seq!r}]")
-        if pred.shape != gt.shape:
-            raise ValueError(f"sequence {seq!r}: prediction shape {tuple(pred.shape)} != ground truth {tuple(gt.shape)}")
-        gt = np.where(gt == 255, 0, gt)
-        num_objects = int(gt[0].max())
-        if exclude_first_last:
-            if gt.shape[0] < 3:
-                raise ValueError(f"sequence {seq!r} has {gt.shape[0]} frames; excluding first and last needs >= 3")
-            gt, pred = gt[1:-1], pred[1:-1]
-        radius = boundary_tolerance(gt.shape, bound_th)
-        seq_j, seq_f = [], []
-        for obj in range(1, num_objects + 1):
-            g, p = gt == obj, pred == obj
-            j_all = _jaccard(p, g)
-            f_all = _boundary_prf(p, g, radius)[0]
-            j_mean, f_mean = float(j_all.mean()), float(f_all.mean())
+    for seq, rows in sequence_scores.items():
+        rows = np.asarray(rows, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != 4:
+            raise ValueError(f"sequence_scores[{seq!r}] must be a K×4 array, got shape {rows.shape}")
+        for obj, (j_mean, f_mean, j_recall, f_recall) in enumerate(rows.tolist(), start=1):
             per_object[f"{seq}_{obj}"] = {"J": 100 * j_mean, "F": 100 * f_mean}
             j_means.append(j_mean)
             f_means.append(f_mean)
-            j_recalls.append(float((j_all > 0.5).mean()))
-            f_recalls.append(float((f_all > 0.5).mean()))
-            seq_j.append(j_mean)
-            seq_f.append(f_mean)
-        if seq_j:
-            sj, sf = 100 * float(np.mean(seq_j)), 100 * float(np.mean(seq_f))
+            j_recalls.append(j_recall)
+            f_recalls.append(f_recall)
+        if len(rows):
+            sj, sf = 100 * float(np.mean(rows[:, 0].tolist())), 100 * float(np.mean(rows[:, 1].tolist()))
             per_sequence[seq] = {"J": sj, "F": sf, "J&F": (sj + sf) / 2}
     if not j_means:
         raise ValueError("no objects found in the first ground-truth frames")

@@ -73,7 +73,7 @@ def run(extractor: FeatureExtractor, options: DiscoveryOptions, progress: bool =
     """Unsupervised single-object discovery: TokenCut on the last block's keys, scored by CorLoc.
 
     Each image is resized (shorter side ``size``, sides multiples of the patch); the keys are taken at the
-    backbone grid and, for ``bilinear``/``learned``, upsampled 2× with the same method. The learned upsampler
+    backbone grid and, for the other methods, upsampled (2× or 4×) with the same method. The learned upsampler
     was trained to upsample the final (post-norm) features, not the keys; running it on the keys is what the
     paper's protocol ("TokenCut on upsampled keys") implies and is done as is. The keys have the features'
     width, so the network accepts them, but they are out of its training distribution, so read the ``learned``
@@ -118,4 +118,5 @@ def run(extractor: FeatureExtractor, options: DiscoveryOptions, progress: bool =
     return {"corloc": 100 * corloc(preds, gts), "num_images": len(items), "per_image": per_image,
             "settings": {"dataset": o.dataset, "size": size, "tau": tau, "eps": o.eps, "max_images": o.max_images,
                          "remove_key_bias": o.remove_key_bias,
-                         "grid": "keys of the last block" + ("" if extractor.method == "none" else ", upsampled 2×")}}
+                         "grid": "keys of the last block" + (
+                             "" if extractor.scale == 1 else f", upsampled {extractor.scale}×")}}
