@@ -22,7 +22,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_choice
 from .._cache import cache_key, read_entry, write_entry
 from .._io import file_sha256
 from .._registry import Registry
@@ -39,14 +38,16 @@ class Method:
     scale: int
     help: str
     apply: Callable
+    uses_upsampler: bool = False
 
 
 _METHODS: Registry[Method] = Registry("method")
 
 
-def register_method(name: str, scale: int, help: str):
-    """Decorator registering ``apply`` as method ``name``."""
-    return _METHODS.decorator(name, lambda apply: Method(name, scale, help, apply))
+def register_method(name: str, scale: int, help: str, *, uses_upsampler: bool = False):
+    """Decorator registering ``apply`` as method ``name``; ``uses_upsampler``: it runs the checkpoint's trained
+    upsampler (see :func:`uses_upsampler`)."""
+    return _METHODS.decorator(name, lambda apply: Method(name, scale, help, apply, bool(uses_upsampler)))
 
 
 def list_methods() -> list[str]:
@@ -58,16 +59,10 @@ def get_method(name: str) -> Method:
     return _METHODS.get(name)
 
 
-def _runs_upsampler(apply: Callable) -> Callable:
-    """Marks a method's ``apply`` as running the checkpoint's upsampler (see :func:`uses_upsampler`)."""
-    apply.runs_upsampler = True
-    return apply
-
-
 def uses_upsampler(method: str) -> bool:
     """Whether ``method`` runs the checkpoint's trained upsampler: then :func:`load_model` returns it,
     :class:`FeatureExtractor` requires it, and results depend on the checkpoint, not only on the backbone."""
-    return getattr(get_method(method).apply, "runs_upsampler", False)
+    return get_method(method).uses_upsampler
 
 
 @register_method("none", 1, "the backbone's own grid")
@@ -80,8 +75,7 @@ def _bilinear(extractor, images, low):
     return F.interpolate(low, scale_factor=2, mode="bilinear", align_corners=False)
 
 
-@register_method("learned", 2, "the checkpoint's trained upsampler (2× grid)")
-@_runs_upsampler
+@register_method("learned", 2, "the checkpoint's trained upsampler (2× grid)", uses_upsampler=True)
 def _learned(extractor, images, low):
     return extractor.upsampler(extractor.backbone.normalise(images.to(low.device)), low)
 
@@ -92,8 +86,7 @@ def _bilinear_4x(extractor, images, low):
 
 
 @register_method("learned-4x", 4, "two passes of the checkpoint's upsampler, each guided by the image "
-                 "(model(images, scale=4))")
-@_runs_upsampler
+                 "(model(images, scale=4))", uses_upsampler=True)
 def _learned_4x(extractor, images, low):
     from ..models.bundle import upsample_to_size
 
@@ -102,8 +95,8 @@ def _learned_4x(extractor, images, low):
     return upsample_to_size(extractor.upsampler, image, low, (4 * low.shape[-2], 4 * low.shape[-1]))
 
 
-@register_method("learned-bilinear-4x", 4, "one pass of the checkpoint's upsampler, then 2× bilinear")
-@_runs_upsampler
+@register_method("learned-bilinear-4x", 4, "one pass of the checkpoint's upsampler, then 2× bilinear",
+                 uses_upsampler=True)
 def _learned_bilinear_4x(extractor, images, low):
     return F.interpolate(_learned(extractor, images, low), scale_factor=2, mode="bilinear", align_corners=False)
 
