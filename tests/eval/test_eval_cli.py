@@ -8,21 +8,6 @@ import pytest
 from wrcup.cli.main import main
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    import torch
-
-    from wrcup.models.upsampler import build_upsampler
-    from wrcup.models.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(path, build_upsampler("wrc-reference", 384, 14, residual=True).state_dict(),
-                    {"backbone": "dinov2-s14-imgfocus", "dim": 384, "patch_size": 14, "operator": "wrc-reference",
-                     "residual": True, "steps": 0})
-    return path
-
-
 @pytest.fixture
 def photos(tmp_path, real_photos):
     folder = tmp_path / "photos"

@@ -16,20 +16,6 @@ NEW = {"bilinear-4x": False, "learned-4x": True, "learned-bilinear-4x": True}  #
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A seeded, untrained WRC upsampler for the embedded backbone, saved as a checkpoint file."""
-    from wrcup.models.checkpoint import save_checkpoint
-    from wrcup.models.upsampler import build_upsampler
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny4x.safetensors"
-    save_checkpoint(path, build_upsampler("wrc-reference", 384, 14, residual=True).state_dict(),
-                    {"backbone": "dinov2-s14-imgfocus", "dim": 384, "patch_size": 14, "operator": "wrc-reference",
-                     "residual": True, "steps": 0})
-    return path
-
-
-@pytest.fixture(scope="module")
 def images():
     torch.manual_seed(1)
     return torch.rand(2, 3, 56, 84)  # 4×6 patches of 14

@@ -114,18 +114,11 @@ def voc_root(tmp_path_factory, davis_root):
 
 
 @pytest.fixture(scope="module")
-def learned_parts(tmp_path_factory, embedded_backbone):
+def learned_parts(checkpoint, embedded_backbone):
     from wrcup.eval.extract import load_model
-    from wrcup.models.upsampler import build_upsampler
-    from wrcup.models.checkpoint import save_checkpoint
 
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_checkpoint(path, build_upsampler("wrc-reference", 384, 14, residual=True).state_dict(),
-                    {"backbone": "dinov2-s14-imgfocus", "dim": 384, "patch_size": 14, "operator": "wrc-reference",
-                     "residual": True, "steps": 0})
-    _, upsampler, _ = load_model(str(path), "learned")
-    return path, upsampler
+    _, upsampler, _ = load_model(str(checkpoint), "learned")
+    return checkpoint, upsampler
 
 
 def _extractor(backbone, method, upsampler=None, cache=None):
