@@ -9,7 +9,8 @@ after every cell, so an interrupted run resumes where it stopped); a PNG plot is
     python scripts/learning_curve.py RUN_DIR --set davis=DAVIS/JPEGImages/480p:10 --set heldout=VAL_DIR:1 \
         --sizes 224 448 --cache FEATURE_CACHE --out docs/results/learning-curve.json
 
-``NAME=FOLDER:EVERY`` takes every EVERY-th image of FOLDER (sorted, searched recursively).
+``NAME=FOLDER:EVERY`` takes every EVERY-th image of FOLDER (sorted, searched recursively). With ``--data-root
+DATA``, the JSON records a folder under DATA as ``$DATA/…`` rather than as this machine's absolute path.
 """
 from __future__ import annotations
 
@@ -37,6 +38,15 @@ def parse_set(text: str) -> tuple[str, Path, int]:
         return name, Path(folder), int(every)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--set must be NAME=FOLDER[:EVERY], got {text!r}") from None
+
+
+def recorded_path(path: Path, data_root: Path | None) -> str:
+    """How the JSON records ``path``: ``$DATA/<relative>`` when it lies under ``data_root``, else as given."""
+    if data_root is not None:
+        resolved, root = path.resolve(), data_root.resolve()
+        if resolved.is_relative_to(root):
+            return "$DATA/" + resolved.relative_to(root).as_posix()
+    return str(path)
 
 
 def plot(result: dict, png: Path) -> None:
@@ -78,6 +88,8 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default=None, help="backbone feature cache folder (shared with wrcup eval)")
     p.add_argument("--out", type=Path, required=True, help="JSON result (resumed if it exists)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--data-root", type=Path, default=None,
+                   help="record set folders under this root as $DATA/... (results then name no local path)")
     args = p.parse_args(argv)
 
     import torch
@@ -95,7 +107,7 @@ def main(argv=None) -> int:
     result = json.loads(args.out.read_text()) if args.out.exists() else {"run": str(args.run_dir), "cells": []}
     done = {(c["method"], c["step"], c["set"], c["size"]) for c in result["cells"]}
     images = {name: sorted(list_images(folder))[::every] for name, folder, every in args.sets}
-    result["sets"] = {name: {"folder": str(folder), "every": every, "num_images": len(images[name])}
+    result["sets"] = {name: {"folder": recorded_path(folder, args.data_root), "every": every, "num_images": len(images[name])}
                       for name, folder, every in args.sets}
 
     def save() -> None:

@@ -30,8 +30,9 @@ def test_learning_curve_runs_resumes_and_plots(tmp_path, real_photos, capsys):
     shutil.copy(real_photos[0], images / real_photos[0].name)
     out = tmp_path / "curve.json"
     argv = [str(run), "--set", f"one={images}:1", "--sizes", "28", "--cache", str(tmp_path / "cache"),
-            "--out", str(out)]
+            "--out", str(out), "--data-root", str(tmp_path)]
     assert lc.main(argv) == 0
+    assert json.loads(out.read_text())["sets"]["one"]["folder"] == "$DATA/images"
     cells = json.loads(out.read_text())["cells"]
     assert [(c["method"], c["step"]) for c in cells] == [("bilinear", None), ("learned", 200)]
     assert all(0.0 < c["cosine"] <= 1.0 and c["num_images"] == 1 for c in cells)
@@ -45,6 +46,15 @@ def test_learning_curve_runs_resumes_and_plots(tmp_path, real_photos, capsys):
     assert again[:2] == cells and again[2]["step"] == 1000
     assert again[2]["cosine"] == pytest.approx(cells[1]["cosine"], abs=1e-6)  # same weights, same number
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_recorded_path_names_the_data_root_not_the_machine(tmp_path):
+    lc = _script()
+    data = tmp_path / "data"
+    (data / "davis" / "480p").mkdir(parents=True)
+    assert lc.recorded_path(data / "davis" / "480p", data) == "$DATA/davis/480p"
+    assert lc.recorded_path(Path("val"), data) == "val"  # outside the root: as given
+    assert lc.recorded_path(data / "davis", None) == str(data / "davis")
 
 
 def test_learning_curve_needs_snapshots(tmp_path):
