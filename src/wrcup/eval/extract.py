@@ -15,6 +15,8 @@ on top.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -131,6 +133,24 @@ class FeatureExtractor:
             raise ValueError(f"method {method!r} needs a trained upsampler")
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.scale = get_method(method).scale
+
+    @functools.cached_property
+    def identity(self) -> dict:
+        """What this extractor's features depend on, for result cache keys: the method, the backbone's name and
+        weights (:meth:`weights_identity`) and, for a method that runs the upsampler, ``sha256:…`` of the
+        upsampler's structure (its repr, which names the operator) and every state entry's name, dtype, shape and
+        bytes; a copied or renamed checkpoint keeps its identity, other weights or another operator change it.
+        Computed once per extractor (the upsampler is not trained while it evaluates)."""
+        identity = {"method": self.method, "backbone": self.backbone.name,
+                    "weights": self.backbone.weights_identity(), "upsampler": None}
+        if uses_upsampler(self.method):
+            digest = hashlib.sha256(repr(self.upsampler).encode())
+            for name, tensor in self.upsampler.state_dict().items():
+                flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+                digest.update(f"|{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+                digest.update(flat.view(torch.uint8).numpy().tobytes())
+            identity["upsampler"] = "sha256:" + digest.hexdigest()
+        return identity
 
     @property
     def device(self):

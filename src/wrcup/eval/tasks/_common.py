@@ -1,9 +1,8 @@
 """What the task runners share: task options (declared once, as dataclass fields), thinning, seeding, sizes,
-the probe views and feature sets, and what a model's features depend on (result cache keys)."""
+and the probe views and feature sets."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import MISSING, field
 
 import torch
@@ -107,22 +106,3 @@ class FeatureTargetSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         return self.features[index].float(), self.targets[index].to(self.target_dtype)
-
-
-def model_identity(extractor) -> dict:
-    """What an extractor's features depend on, for result cache keys: the method, the backbone's name and weights
-    (:meth:`weights_identity`) and, for a method that runs the upsampler, ``sha256:…`` of the upsampler's
-    structure (its repr, which names the operator) and every state entry's name, dtype, shape and bytes; a
-    copied or renamed checkpoint keeps its identity, other weights or another operator change it."""
-    from ..extract import uses_upsampler
-
-    identity = {"method": extractor.method, "backbone": extractor.backbone.name,
-                "weights": extractor.backbone.weights_identity(), "upsampler": None}
-    if uses_upsampler(extractor.method):
-        digest = hashlib.sha256(repr(extractor.upsampler).encode())
-        for name, tensor in extractor.upsampler.state_dict().items():
-            flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-            digest.update(f"|{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
-            digest.update(flat.view(torch.uint8).numpy().tobytes())
-        identity["upsampler"] = "sha256:" + digest.hexdigest()
-    return identity

@@ -14,7 +14,7 @@ from ..extract import FeatureExtractor, file_key, resize_to_grid
 from ..metrics import davis_sequence_scores, davis_summary
 from ..propagation import propagate_labels
 from . import register_task
-from ._common import TaskOptions, model_identity, option
+from ._common import TaskOptions, option
 
 # Part of every sequence entry's key: bump it when the propagation or the metric changes what a sequence scores,
 # so that entries of the old code are not read back.
@@ -36,11 +36,11 @@ class DavisOptions(TaskOptions):
 
 def sequence_entry_key(extractor: FeatureExtractor, options: DavisOptions, sequence: str, frame_keys: list[str],
                        mask_keys: list[str]) -> str:
-    """Identity of one sequence's scores: everything they depend on — the model (:func:`model_identity`: method,
-    backbone weights, upsampler weights and structure), the frame size, year and split, the sequence's name and
+    """Identity of one sequence's scores: everything they depend on — the model (:attr:`FeatureExtractor.identity`:
+    method, backbone weights, upsampler weights and structure), the frame size, year and split, the sequence's name and
     the bytes of its frames and masks (sha256 each), the propagation settings and :data:`SEQUENCE_ENTRY_VERSION`."""
     o = options
-    return cache_key({"kind": SEQUENCE_ENTRY_VERSION, **model_identity(extractor), "size": o.size, "year": o.year,
+    return cache_key({"kind": SEQUENCE_ENTRY_VERSION, **extractor.identity, "size": o.size, "year": o.year,
                       "split": o.split, "sequence": sequence, "frames": frame_keys, "masks": mask_keys,
                       "n_last": o.n_last, "topk": o.topk, "radius_patches": o.radius,
                       "radius_cells": o.radius * extractor.scale, "temperature": float(o.temperature)},
