@@ -67,6 +67,33 @@ def check_image_values(images: torch.Tensor, name: str = "images") -> torch.Tens
     return images
 
 
+def check_images(images, name: str = "images") -> torch.Tensor:
+    """A batch of RGB images: a floating B×3×H×W tensor, non-empty, finite, in [0, 1] (see
+    :func:`check_image_values`; one host-device synchronisation). The errors say how to convert the usual
+    near-misses: a PIL image or NumPy array, uint8 pixels, one image without its batch dimension, channels last.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (B×3×H×W floats in [0, 1]), got {type(images).__name__}; "
+                        "read files with wrcup.data.load_image, or convert with "
+                        "torchvision.transforms.functional.to_tensor")
+    if images.ndim == 3 and images.shape[0] == 3:
+        raise ValueError(f"{name} must be a batch B×3×H×W, got one image of shape {tuple(images.shape)}; "
+                         f"add the batch dimension: {name}[None]")
+    check_tensor(images, name, 4, floating=False)
+    if not images.is_floating_point():
+        hint = f"; convert 0–255 pixels with {name}.float() / 255" if images.dtype == torch.uint8 else ""
+        raise TypeError(f"{name} must be a floating tensor (float16/bfloat16/float32/float64), got {images.dtype}"
+                        f"{hint}")
+    if images.shape[1] != 3:
+        hint = (f"; it looks channels-last: use {name}.permute(0, 3, 1, 2)" if images.shape[-1] == 3 else
+                f"; repeat a grey channel with {name}.expand(-1, 3, -1, -1)" if images.shape[1] == 1 else "")
+        raise ValueError(f"{name} must have 3 channels (RGB) in dimension 1, got shape {tuple(images.shape)}{hint}")
+    if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
+        raise ValueError(f"{name} must be non-empty, got shape {tuple(images.shape)}")
+    check_image_values(images, name)
+    return images
+
+
 def check_channels(x: torch.Tensor, name: str, channels: int, dim: int = 1) -> torch.Tensor:
     if x.shape[dim] != channels:
         raise ValueError(f"{name} must have {channels} channels in dimension {dim}, got shape {tuple(x.shape)}")

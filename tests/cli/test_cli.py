@@ -99,6 +99,25 @@ def test_upsample_point_outside_image_is_reported(tmp_path, real_photos, tiny_ch
     assert (tmp_path / f"{real_photos[0].stem}.png").is_file()
 
 
+def test_upsample_caps_the_long_side_of_an_elongated_image(tmp_path, real_photos, tiny_checkpoint, capsys):
+    # a 1:50 strip at --size 112 would feed the backbone 5600×112 pixels; the default cap (4 × --size) keeps its
+    # long side at 448, the short side shrinks with it (20·448/1000 = 9 pixels: raised to the upsampler's 2×2
+    # grid floor), and a warning says so
+    from PIL import Image
+
+    strip = tmp_path / "strip.png"
+    Image.open(real_photos[0]).convert("RGB").resize((1000, 20)).save(strip)
+    code = main(["upsample", str(strip), "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint),
+                 "--size", "112", "--no-figure"])
+    assert code == 0
+    assert "--max-input-side 448" in capsys.readouterr().err
+    feats = load_file(str(tmp_path / "o" / "strip.safetensors"))
+    assert feats["low_res"].shape[1:] == (2, 32)  # 448 → 32 patches
+    assert main(["upsample", str(strip), "--out", str(tmp_path / "o"), "--model", str(tiny_checkpoint),
+                 "--size", "112", "--max-input-side", "56"]) == 2
+    assert "--max-input-side must be at least --size (112); got 56" in capsys.readouterr().err
+
+
 def test_missing_checkpoint_is_one_clear_line(tmp_path, real_photos, capsys):
     code = main(["upsample", str(real_photos[0]), "--out", str(tmp_path), "--model", str(tmp_path / "nope.safetensors")])
     assert code == 2

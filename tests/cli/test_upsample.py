@@ -110,7 +110,8 @@ def test_full_disk_fails_one_image_in_one_line_and_the_others_finish(tmp_path, r
     wide = _photo(tmp_path / "wide.png", real_photos, 0, size=(280, 28))
     small = _photo(tmp_path / "small.png", real_photos, 1, size=(28, 28))
     out = tmpfs("160k")
-    code = main(["upsample", str(wide), str(small), "--out", str(out), "--no-figure", "--quiet", *SMALL])
+    code = main(["upsample", str(wide), str(small), "--out", str(out), "--no-figure", "--quiet", *SMALL,
+                 "--max-input-side", "280"])
     captured = capsys.readouterr()
     assert code == 1
     failed = [line for line in captured.err.splitlines() if "wide.png" in line]
@@ -228,10 +229,14 @@ def test_extreme_aspect_ratio_and_single_pixel_images(tmp_path, real_photos, fas
     dot = tmp_path / "dot.png"
     Image.new("RGB", (1, 1), (200, 30, 30)).save(dot)
     out = tmp_path / "o"
-    assert main(["upsample", str(wide), str(dot), "--out", str(out), "--no-figure", *SMALL]) == 0
+    assert main(["upsample", str(wide), str(dot), "--out", str(out), "--no-figure", *SMALL,
+                 "--max-input-side", "400"]) == 0
     # 4000×300 at shorter side 28 → 28×373 → nearest multiple of 14: 28×378 → 2×27 tokens → 4×54 upsampled
     assert load_file(str(out / "wide.safetensors"))["features"].shape == (384, 4, 54)
     assert load_file(str(out / "dot.safetensors"))["features"].shape == (384, 4, 4)
+    # the default cap, 4 × --size = 112: 112/4000 · 300 = 8.4 pixels, raised to the upsampler's 2-token floor
+    assert main(["upsample", str(wide), "--out", str(out / "capped"), "--no-figure", *SMALL]) == 0
+    assert load_file(str(out / "capped" / "wide.safetensors"))["features"].shape == (384, 4, 16)
 
 
 def test_unreadable_files_are_one_line_each_and_the_rest_finish(tmp_path, real_photos, fast_load, capsys):

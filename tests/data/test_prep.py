@@ -31,6 +31,36 @@ def test_grid_shape_equals_exact_rational_arithmetic(p):
         assert grid_shape(H, W, p) == (_nearest_multiple(H, Fraction(1), p), _nearest_multiple(W, Fraction(1), p))
 
 
+def test_max_side_caps_the_longer_side_of_elongated_images_only():
+    assert grid_shape(100, 2000, 14, 448, max_side=1792) == (84, 1792)  # the documented strip
+    assert grid_shape(480, 640, 14, 448, max_side=1792) == grid_shape(480, 640, 14, 448)  # 4:3 is untouched
+    assert grid_shape(20, 2000, 14, 448, max_side=1792) == (14, 1792)  # at least one patch
+    assert grid_shape(3000, 100, 14, None, max_side=1400) == (42, 1400)[::-1]  # no short side: only the cap
+
+
+@pytest.mark.parametrize("p", [14, 16])
+def test_grid_shape_with_max_side_equals_exact_rational_arithmetic(p):
+    g = torch.Generator().manual_seed(1)
+    for H, W, short, cap in torch.randint(1, 3000, (400, 4), generator=g).tolist():
+        for short_side in (short, None):
+            scale = Fraction(1) if short_side is None else Fraction(short_side, min(H, W))
+            scale = min(scale, Fraction(cap, max(H, W)))
+            want = (_nearest_multiple(H, scale, p), _nearest_multiple(W, scale, p))
+            assert grid_shape(H, W, p, short_side, max_side=cap) == want
+
+
+def test_min_patches_raises_the_floor_of_each_side():
+    assert grid_shape(20, 2000, 14, 448, max_side=1792) == (14, 1792)
+    assert grid_shape(20, 2000, 14, 448, max_side=1792, min_patches=2) == (28, 1792)
+    assert grid_shape(5, 5, 14, min_patches=2) == (28, 28)
+    assert grid_shape(480, 640, 14, 448, min_patches=2) == (448, 602)  # inactive above the floor
+
+
+def test_prepare_images_applies_max_side():
+    strip = torch.rand(3, 100, 2000)
+    assert prepare_images(strip, 14, 448, max_side=1792).shape == (3, 84, 1792)
+
+
 def test_prepare_images_resizes_once_and_keeps_rank_dtype_and_sized_images():
     image = torch.rand(3, 480, 640, dtype=torch.float64)
     out = prepare_images(image, 14, 448)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,6 +62,28 @@ def test_unknown_name_and_bad_images_give_clear_errors(shipped, tmp_path):
     with pytest.raises(ValueError, match="NaN"):
         shipped(torch.full((1, 3, 56, 56), float("nan")))
     assert set(SHIPPED_CHECKPOINTS) == {"wrc-dinov2-s14-imgfocus"}
+
+
+@pytest.mark.parametrize("images, error, hint", [
+    (np.zeros((56, 56, 3), np.float32), TypeError, "wrcup.data.load_image"),
+    (torch.zeros(1, 3, 56, 56, dtype=torch.uint8), TypeError, r"images.float\(\) / 255"),
+    (torch.rand(3, 56, 56), ValueError, r"add the batch dimension: images\[None\]"),
+    (torch.rand(1, 56, 56, 3), ValueError, r"channels-last: use images.permute\(0, 3, 1, 2\)"),
+    (torch.rand(1, 1, 56, 56), ValueError, r"images.expand\(-1, 3, -1, -1\)"),
+    (torch.rand(1, 3, 0, 56), ValueError, "must be non-empty"),
+    (torch.rand(2, 3, 20, 300), ValueError, "20×300 give a 1×21 token grid .* at least 21 pixels on each side"),
+])
+def test_near_miss_images_get_an_error_that_says_how_to_fix_them(shipped, images, error, hint):
+    with pytest.raises(error, match=hint):
+        shipped(images)
+
+
+def test_the_smallest_accepted_image_side_is_the_one_the_error_names(shipped):
+    # circular padding of 2 cells needs a 2×2 token grid: 21 pixels round to 2 patches of 14, 20 to 1
+    assert shipped.upsampler.min_grid == 2
+    assert shipped(torch.rand(1, 3, 21, 21)).shape == (1, 384, 4, 4)
+    with pytest.raises(ValueError, match="at least 21 pixels"):
+        shipped(torch.rand(1, 3, 21, 20))
 
 
 # ------------------------------------------------------------------------------ output_size / scale

@@ -203,6 +203,22 @@ def test_bad_inputs_raise_clear_errors():
         upsample(image, feats, [model, build_upsampler("transposed", 8, 14)])
 
 
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_min_grid_is_the_smallest_grid_the_operator_runs_on(op):
+    model = build_upsampler(op, 16, 14)
+    m = model.min_grid
+    assert m == (2 if op in ("wrc-reference", "wrc-aligned", "wrc-exact", "converse2d") else 1)  # circular pad 2
+    image, feats = inputs(14, h=m, w=m)
+    assert tuple(model(image, feats).shape[-2:]) == (2 * m, 2 * m)
+    if m > 1:
+        image, feats = inputs(14, h=m - 1, w=m + 2)
+        with pytest.raises(ValueError, match=f"grid {m - 1}×{m + 2} is too small: .* at least {m} tokens per side"):
+            model(image, feats)
+        # the floor is the operator's own: unchecked, it fails on that grid too
+        with pytest.raises(ValueError, match="padding must be <="):
+            model.operator(torch.randn(1, model.operator.channels, m - 1, m + 2))
+
+
 # -------------------------------------------------------------------------------------------- gradients
 def test_gradient_reaches_every_parameter():
     op = "wrc-reference"

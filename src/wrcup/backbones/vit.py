@@ -28,22 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_image_values, check_tensor, checking_values
+from .._checks import check_images, checking_values
 from .._io import file_sha256
 from ..data.prep import grid_shape, prepare_images
 
 _POS_CACHE_SIZE = 16
 
 
-def _validate_images(images, name: str = "images") -> torch.Tensor:
-    """B×3×H×W floating, non-empty, finite, in [0, 1] (a small resampling overshoot is allowed; 0–255 is not)."""
-    check_tensor(images, name, 4)
-    if images.shape[1] != 3:
-        raise ValueError(f"{name} must have 3 channels (RGB) in dimension 1, got shape {tuple(images.shape)}")
-    if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
-        raise ValueError(f"{name} must be non-empty, got shape {tuple(images.shape)}")
-    check_image_values(images, name)
-    return images
 
 
 def _to_nchw(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -151,7 +142,7 @@ class Backbone(nn.Module):
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """B×3×H×W → B×3×(p·h)×(p·w): bilinear antialiased resize to the nearest multiple of p per side
         (returned unchanged when both sides already are multiples; :func:`wrcup.data.prep.prepare_images`)."""
-        return self._prepare(_validate_images(images))
+        return self._prepare(check_images(images))
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         """:meth:`prepare` without the input checks."""
@@ -231,7 +222,7 @@ class Backbone(nn.Module):
 
         What the backbone feeds its patch embedding, and what the upsamplers take as guidance image.
         """
-        _validate_images(images)
+        check_images(images)
         self._check_device(images)
         return self._standardise(images)
 
@@ -246,7 +237,7 @@ class Backbone(nn.Module):
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
         """Checked [0, 1] images of any size → resized to a multiple of the patch, backbone dtype, normalised."""
-        _validate_images(images)
+        check_images(images)
         self._check_device(images)
         return self._standardise(self._prepare(images).to(self.dtype))
 

@@ -43,7 +43,7 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
 
     H0, W0 = image.shape[-2:]
     target = image_output_size((H0, W0), args.max_side)
-    x = backbone_input(image, model, args.size, device)
+    x = backbone_input(image, model, args, device, report, job.image.name)
     del image
     H, W = x.shape[-2:]
     bar.set_postfix_str(f"{job.image.name} {W0}×{H0} → {W}×{H} → features {target[1]}×{target[0]}", refresh=True)
@@ -73,7 +73,7 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
             save_comparison_figure(job.figure, x[0].cpu(), low[0].cpu(), done.reduced, point,
                                    title=f"{job.image.name} — {args.model} (features {target[1]}×{target[0]}, "
                                          f"{_drawn(done.k)})", point_label=label)
-    except (RuntimeError, MemoryError) as err:  # e.g. a budget too small: this image fails, the others go on
+    except (RuntimeError, ValueError, MemoryError) as err:  # e.g. a budget too small: this one fails, others go on
         for path in written:
             path.unlink(missing_ok=True)
         if os.environ.get("WRCUP_DEBUG"):

@@ -52,6 +52,10 @@ def add_parser(sub) -> None:
     p.add_argument("--size", type=int, default=448,
                    help="shorter image side fed to the backbone, at least two backbone patches, e.g. 28 for "
                         "patch 14 (default: %(default)s)")
+    p.add_argument("--max-input-side", type=int, default=None,
+                   help="longest image side fed to the backbone (default: 4 × --size). An image more elongated "
+                        "than that (a panorama, a strip) is shrunk to fit, so its shorter side ends below --size: "
+                        "the backbone's time grows with the square of its token count")
     p.add_argument("--point", type=_point, default=None,
                    help="query point 'x,y' in pixels of the original image for the similarity maps (default: the "
                         "centre); an image it lies outside of gets a picture without them")
@@ -242,12 +246,19 @@ def _announce_conversion(meta: dict, backbone_weights, report: Report) -> None:
 
 
 # ----------------------------------------------------------------------------------------- per image
-def backbone_input(image, model, short_side: int, device: str):
-    """A loaded 3×H×W image → 1×3×H'×W' on ``device``, resized once: shorter side ``short_side``, both sides
-    multiples of the backbone's patch (:func:`wrcup.data.prep.prepare_images`). The model checks its values."""
-    from ..data.prep import prepare_images
+def backbone_input(image, model, args, device: str, report: Report, name: str):
+    """A loaded 3×H×W image → 1×3×H'×W' on ``device``, resized once: shorter side ``args.size``, longer side at
+    most ``args.max_input_side`` (a warning names an image shrunk by that cap), both sides multiples of the
+    backbone's patch (:func:`wrcup.data.prep.prepare_images`). The model checks its values."""
+    from ..data.prep import grid_shape, prepare_images
 
-    return prepare_images(image[None], model.backbone.patch_size, short_side).to(device)
+    patch, floor = model.backbone.patch_size, getattr(model.upsampler, "min_grid", 1)
+    x = prepare_images(image[None], patch, args.size, args.max_input_side, floor)
+    if tuple(x.shape[-2:]) != grid_shape(*image.shape[-2:], patch, args.size, min_patches=floor):
+        H0, W0 = image.shape[-2:]
+        report.warn(f"{name}: {W0}×{H0} is fed to the backbone at {x.shape[-1]}×{x.shape[-2]}, not at a {args.size} "
+                    f"short side, to keep its long side within --max-input-side {args.max_input_side}")
+    return x.to(device)
 
 
 def process(job: Job, model, args, device: str, report: Report, bar) -> str | None:
@@ -270,13 +281,13 @@ def process(job: Job, model, args, device: str, report: Report, bar) -> str | No
 
         return process_to_image(job, image, model, args, device, report, bar)
     H0, W0 = image.shape[-2:]
-    x = backbone_input(image, model, args.size, device)
+    x = backbone_input(image, model, args, device, report, job.image.name)
     H, W = x.shape[-2:]
     bar.set_postfix_str(f"{job.image.name} {W0}×{H0} → {W}×{H}", refresh=True)
     try:
         with torch.inference_mode():
             high, low = model(x, return_low_res=True, scale=args.scale, max_memory=args.max_memory)
-    except RuntimeError as err:  # e.g. out of memory on a huge image: this image fails, the others go on
+    except (RuntimeError, ValueError) as err:  # e.g. out of memory on a huge image: this one fails, others go on
         if os.environ.get("WRCUP_DEBUG"):
             raise
         return f"the model failed on it: {_reason(err)}"
@@ -325,6 +336,10 @@ def run(args) -> int:
     check_positive_int(args.max_side, "--max-side")
     _, meta = check_model(args.model)
     check_size(args.size, meta)
+    if args.max_input_side is None:
+        args.max_input_side = 4 * args.size
+    elif check_positive_int(args.max_input_side, "--max-input-side") < args.size:
+        raise ValueError(f"--max-input-side must be at least --size ({args.size}); got {args.max_input_side}")
     out = Path(args.out)
     check_out_dir(out)
     images = resolve_inputs(args.images, report, out)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._checks import check_image_values, check_tensor
+from .._checks import check_images
 from ..data.prep import prepare_images
 from .sizing import plan_passes, resize_features, resolve_output_size
 from .tiling import DEFAULT_MAX_MEMORY, RESERVED_BYTES, parse_memory, pass_bytes, upsample_bounded
@@ -99,13 +99,20 @@ class UpsampledBackbone(nn.Module):
         return guide, feats
 
     def _checked_input(self, images: torch.Tensor) -> torch.Tensor:
-        """The one value check of the input, then the images at the backbone's patch grid, in its dtype."""
-        check_tensor(images, "images", 4)
-        if images.shape[1] != 3:
-            raise ValueError(f"images must have 3 channels (RGB), got shape {tuple(images.shape)}")
-        check_image_values(images, "images")
+        """The one value check of the input, then the images at the backbone's patch grid, in its dtype; the
+        grid must be large enough for the upsampler (its ``min_grid``)."""
+        check_images(images, "images")
         self.backbone._check_device(images)
-        return prepare_images(images.to(self.backbone.dtype), self.backbone.patch_size)
+        p = self.backbone.patch_size
+        x = prepare_images(images.to(self.backbone.dtype), p)
+        need = getattr(self.upsampler, "min_grid", 1)
+        if x.shape[-2] < need * p or x.shape[-1] < need * p:
+            shortest = ((2 * need - 1) * p + 1) // 2  # the smallest side that rounds to `need` patches
+            raise ValueError(f"images of size {images.shape[-2]}×{images.shape[-1]} give a "
+                             f"{x.shape[-2] // p}×{x.shape[-1] // p} token grid (patch {p}); the upsampler needs at "
+                             f"least {need} tokens per side: resize the images to at least {shortest} pixels on "
+                             "each side")
+        return x
 
     def _encode(self, x: torch.Tensor, tracing: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Prepared images x → (guide, features in the upsampler's dtype, features in the backbone's dtype)."""

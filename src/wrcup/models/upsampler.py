@@ -56,6 +56,7 @@ __all__ = [
     "Bottleneck",
     "ImageGuidance",
     "WRCUpsampler",
+    "min_grid",
     "UnguidedUpsampler",
     "StackedUpsampler",
     "build_upsampler",
@@ -166,8 +167,17 @@ def parameter_dtype(module: nn.Module, default: torch.dtype) -> torch.dtype:
     return default
 
 
-def _check_inputs(image: torch.Tensor, features: torch.Tensor, dim: int, patch_size: float) -> None:
-    """Shapes: image B×3×H×W, features B×dim×h×w with H = p·h and W = p·w (rounded, p may be fractional)."""
+def min_grid(operator: nn.Module) -> int:
+    """Smallest token-grid side an operator accepts: circular padding of P cells needs P cells to wrap around
+    (P ≤ side), reflect padding one more (P < side); other paddings (or none) work from one cell."""
+    padding, mode = int(getattr(operator, "padding", 0)), getattr(operator, "padding_mode", "zeros")
+    return {"circular": max(1, padding), "reflect": padding + 1}.get(mode, 1)
+
+
+def _check_inputs(image: torch.Tensor, features: torch.Tensor, dim: int, patch_size: float,
+                  min_side: int = 1) -> None:
+    """Shapes: image B×3×H×W, features B×dim×h×w with H = p·h and W = p·w (rounded, p may be fractional), and
+    h, w ≥ ``min_side`` (the operator's :func:`min_grid`)."""
     check_tensor(image, "image", 4)
     check_tensor(features, "features", 4)
     if image.shape[1] != 3:
@@ -186,6 +196,9 @@ def _check_inputs(image: torch.Tensor, features: torch.Tensor, dim: int, patch_s
             f"features grid {h}×{w} does not match image size {H}×{W} for patch size {patch_size:g}: expected "
             f"image {round(patch_size * h)}×{round(patch_size * w)} (resize the image to a multiple of the patch size "
             f"before running the backbone)")
+    if h < min_side or w < min_side:
+        raise ValueError(f"features grid {h}×{w} is too small: this upsampler's operator needs at least {min_side} "
+                         f"tokens per side (images of at least {min_side} patches on each side)")
 
 
 class WRCUpsampler(nn.Module):
@@ -229,7 +242,7 @@ class WRCUpsampler(nn.Module):
         ``patch_size`` overrides the effective patch size H/h (the second pass of :func:`upsample` uses p/2).
         """
         patch = self.patch_size if patch_size is None else float(patch_size)
-        _check_inputs(image, features, self.dim, patch)
+        _check_inputs(image, features, self.dim, patch, self.min_grid)
         dtype = parameter_dtype(self, features.dtype)
         out = self.upsample_features(features.to(dtype), self.image_branch.quarter_map(image.to(dtype)), patch)
         return out.to(features.dtype)
@@ -252,6 +265,11 @@ class WRCUpsampler(nn.Module):
         if self.residual:
             x = x + _upsample2x(features)
         return x
+
+    @property
+    def min_grid(self) -> int:
+        """Smallest token-grid side (h and w) :meth:`forward` accepts (:func:`min_grid` of the operator)."""
+        return min_grid(self.operator)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, patch_size={self.patch_size}, operator={self.operator_name!r}, residual={self.residual}"
@@ -293,8 +311,10 @@ class UnguidedUpsampler(nn.Module):
     def forward(self, image: torch.Tensor, features: torch.Tensor, patch_size: float | None = None) -> torch.Tensor:
         """image B×3×H×W, features B×dim×h×w → B×dim×2h×2w."""
         patch = self.patch_size if patch_size is None else float(patch_size)
-        _check_inputs(image, features, self.dim, patch)
+        _check_inputs(image, features, self.dim, patch, self.min_grid)
         return self.operator(features)
+
+    min_grid = WRCUpsampler.min_grid
 
     def upsample_features(self, features: torch.Tensor, quarter, patch_size: float) -> torch.Tensor:
         return self.operator(features)
