@@ -100,3 +100,16 @@ def test_every_wrcup_registry_is_a_registry():
     assert isinstance(tasks._TASKS, Registry) and isinstance(extract._METHODS, Registry)
     datasets.list_datasets("segmentation")  # loads the readers
     assert all(isinstance(r, Registry) for r in datasets._READERS.values()) and "segmentation" in datasets._READERS
+
+
+def test_asking_about_a_kind_without_readers_does_not_create_it():
+    from wrcup.data import registry as datasets
+
+    kinds = set(datasets._READERS)
+    assert datasets.list_datasets("no-such-kind") == []
+    with pytest.raises(ValueError, match="no dataset readers are registered for the task kind 'no-such-kind'; "
+                                         "kinds with readers: .*'segmentation'"):
+        datasets.get_dataset("no-such-kind", "camvid")
+    with pytest.raises(ValueError, match="no dataset readers"):
+        datasets.unregister_dataset("no-such-kind", "camvid")
+    assert set(datasets._READERS) == kinds

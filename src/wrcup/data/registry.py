@@ -41,8 +41,11 @@ _READERS: dict[str, Registry[DatasetEntry]] = {}
 
 
 def _readers(kind: str) -> Registry[DatasetEntry]:
+    """The readers of ``kind``; ValueError naming the known kinds when none was ever registered (asking about a
+    kind does not create it)."""
     if kind not in _READERS:
-        _READERS[kind] = Registry("dataset", scope=f"for {kind!r}")
+        raise ValueError(f"no dataset readers are registered for the task kind {kind!r}; kinds with readers: "
+                         f"{', '.join(map(repr, _READERS))}")
     return _READERS[kind]
 
 
@@ -50,7 +53,9 @@ def register_dataset(kind: str, name: str, open: Callable, *, splits: tuple[str,
                      options: tuple[str, ...] = (), help: str = "", **info) -> DatasetEntry:
     """Register ``open`` as reader ``name`` of task kind ``kind``; ValueError when the name is taken."""
     entry = DatasetEntry(kind, name, open, tuple(splits), tuple(options), help, dict(info))
-    return _readers(kind).register(name, entry)
+    if kind not in _READERS:
+        _READERS[kind] = Registry("dataset", scope=f"for {kind!r}")
+    return _READERS[kind].register(name, entry)
 
 
 def unregister_dataset(kind: str, name: str) -> DatasetEntry:
@@ -64,9 +69,9 @@ def _load_readers() -> None:
 
 
 def list_datasets(kind: str) -> list[str]:
-    """Names of the readers of ``kind``, in registration order."""
+    """Names of the readers of ``kind``, in registration order (none for a kind without readers)."""
     _load_readers()
-    return _readers(kind).names()
+    return _READERS[kind].names() if kind in _READERS else []
 
 
 def get_dataset(kind: str, name: str) -> DatasetEntry:

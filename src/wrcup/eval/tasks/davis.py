@@ -8,7 +8,6 @@ import torch
 from tqdm.auto import tqdm
 
 from ..._cache import cache_key, read_entry, write_entry
-from ..._io import file_sha256
 from ...data.davis import DavisDataset
 from ..extract import FeatureExtractor, file_key, resize_to_grid
 from ..metrics import davis_sequence_scores, davis_summary
@@ -71,7 +70,7 @@ def run(extractor: FeatureExtractor, options: DavisOptions, progress: bool = Tru
         frame_keys = [file_key(path) for path in frames]
         entry_file = None
         if extractor.cache_dir is not None:
-            key = sequence_entry_key(extractor, o, seq, frame_keys, [file_sha256(m) for m in data.masks(seq)])
+            key = sequence_entry_key(extractor, o, seq, frame_keys, [file_key(m) for m in data.masks(seq)])
             entry_file = extractor.cache_dir / f"davis-sequence-{key}.safetensors"
         entry = read_entry(entry_file, ("objects",))
         if entry is not None:
