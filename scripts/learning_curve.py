@@ -61,11 +61,11 @@ def plot(result: dict, png: Path) -> None:
     series = sorted({(c["set"], c["size"]) for c in cells})
     fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.4), squeeze=False)
     for ax, (name, size) in zip(axes[0], series):
-        learned = sorted((c["step"], c["cosine"]) for c in cells
-                         if c["set"] == name and c["size"] == size and c["method"] == "learned")
-        bilinear = [c["cosine"] for c in cells if c["set"] == name and c["size"] == size and c["method"] == "bilinear"]
-        if learned:
-            ax.plot(*zip(*learned), marker="o", label="learned")
+        here = [c for c in cells if c["set"] == name and c["size"] == size]
+        for method in sorted({c["method"] for c in here} - {"bilinear"}):
+            points = sorted((c["step"], c["cosine"]) for c in here if c["method"] == method)
+            ax.plot(*zip(*points), marker="o", label=method)
+        bilinear = [c["cosine"] for c in here if c["method"] == "bilinear"]
         if bilinear:
             ax.axhline(bilinear[0], color="grey", linestyle="--", label="bilinear")
         ax.set_title(f"{name}: {size} → {2 * size}")
@@ -88,6 +88,9 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default=None, help="backbone feature cache folder (shared with wrcup eval)")
     p.add_argument("--out", type=Path, required=True, help="JSON result (resumed if it exists)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--methods", default="learned",
+                   help="comma-separated methods that run the snapshots' upsampler, e.g. learned,learned-bilinear-norm "
+                        "(default: learned); bilinear is always measured once")
     p.add_argument("--data-root", type=Path, default=None,
                    help="record set folders under this root as $DATA/... (results then name no local path)")
     args = p.parse_args(argv)
@@ -115,7 +118,8 @@ def main(argv=None) -> int:
             tmp.write_text(json.dumps(result, indent=1) + "\n")
 
     # bilinear once (step None), then every snapshot in step order
-    jobs = [("bilinear", None, steps[0][1])] + [("learned", step, path) for step, path in steps]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    jobs = [("bilinear", None, steps[0][1])] + [(m, step, path) for step, path in steps for m in methods]
     for method, step, path in jobs:
         todo = [(n, s) for n in images for s in args.sizes if (method, step, n, s) not in done]
         if not todo:
@@ -127,7 +131,7 @@ def main(argv=None) -> int:
             result["cells"].append({"method": method, "step": step, "set": name, "size": size,
                                     "cosine": cell["cosine"], "nmse": cell["nmse"], "num_images": cell["num_images"]})
             save()
-            print(f"{method:8s} step {step!s:>6} {name:8s} {size}->{2 * size}: cosine {cell['cosine']:.4f} "
+            print(f"{method:21s} step {step!s:>6} {name:8s} {size}->{2 * size}: cosine {cell['cosine']:.4f} "
                   f"nmse {cell['nmse']:.4f}", flush=True)
     save()
     plot(result, args.out.with_suffix(".png"))

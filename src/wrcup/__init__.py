@@ -8,7 +8,7 @@
 __version__ = "0.1.0"
 
 
-def load(name_or_path=None, device=None, backbone_weights=None, fold_bn=True):
+def load(name_or_path=None, device=None, backbone_weights=None, fold_bn=True, output_norm=None):
     """Load a trained upsampler with its frozen backbone; see :func:`wrcup.models.bundle.load`.
 
     ``name_or_path`` None: the default shipped checkpoint, :data:`wrcup.models.names.DEFAULT_CHECKPOINT` (looked up
@@ -18,7 +18,8 @@ def load(name_or_path=None, device=None, backbone_weights=None, fold_bn=True):
     from .models.names import DEFAULT_CHECKPOINT
 
     name_or_path = DEFAULT_CHECKPOINT if name_or_path is None else name_or_path
-    return _load(name_or_path, device=device, backbone_weights=backbone_weights, fold_bn=fold_bn)
+    return _load(name_or_path, device=device, backbone_weights=backbone_weights, fold_bn=fold_bn,
+                 output_norm=output_norm)
 
 
 __all__ = ["load", "__version__"]

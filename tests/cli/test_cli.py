@@ -40,6 +40,19 @@ def test_upsample_writes_features_and_figures(tmp_path, real_photos, tiny_checkp
     assert "wrote 2 of 2" in capsys.readouterr().out
 
 
+def test_upsample_output_norm_bilinear_gives_the_bilinear_lengths(tmp_path, real_photos, tiny_checkpoint):
+    photo = real_photos[0]
+    for norm in ("learned", "bilinear"):
+        assert main(["upsample", str(photo), "--out", str(tmp_path / norm), "--model", str(tiny_checkpoint),
+                     "--size", "112", "--no-figure", "--output-norm", norm]) == 0
+    plain, normed = (load_file(str(tmp_path / n / f"{photo.stem}.safetensors")) for n in ("learned", "bilinear"))
+    bilinear = torch.nn.functional.interpolate(normed["low_res"][None], scale_factor=2, mode="bilinear")[0]
+    torch.testing.assert_close(normed["features"].norm(dim=0), bilinear.norm(dim=0), rtol=1e-4, atol=1e-4)
+    cos = torch.nn.functional.cosine_similarity(plain["features"], normed["features"], dim=0)
+    assert float(cos.min()) > 1 - 1e-4
+    assert not torch.allclose(plain["features"].norm(dim=0), normed["features"].norm(dim=0), rtol=1e-2)
+
+
 def test_upsample_scale_and_to_image(tmp_path, real_photos, tiny_checkpoint):
     from wrcup.data.images import load_image
     from wrcup.data.prep import prepare_images

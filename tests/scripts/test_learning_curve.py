@@ -46,6 +46,14 @@ def test_learning_curve_runs_resumes_and_plots(tmp_path, real_photos, capsys):
     assert again[:2] == cells and again[2]["step"] == 1000
     assert again[2]["cosine"] == pytest.approx(cells[1]["cosine"], abs=1e-6)  # same weights, same number
     assert out.with_suffix(".png").stat().st_size > 1000
+    # a second method on the same snapshots: only its cells are new; same directions, so the same cosine
+    assert lc.main(argv + ["--methods", "learned,learned-bilinear-norm"]) == 0
+    third = json.loads(out.read_text())["cells"]
+    assert third[:3] == again
+    normed = {c["step"]: c for c in third[3:]}
+    assert [c["method"] for c in third[3:]] == ["learned-bilinear-norm"] * 2 and set(normed) == {200, 1000}
+    assert normed[200]["cosine"] == pytest.approx(cells[1]["cosine"], abs=1e-5)
+    assert normed[200]["nmse"] != pytest.approx(cells[1]["nmse"], abs=1e-4)
 
 
 def test_recorded_path_names_the_data_root_not_the_machine(tmp_path):

@@ -49,6 +49,10 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default=DEFAULT_CHECKPOINT,
                    help="shipped checkpoint name or .safetensors path (default: %(default)s)")
     p.add_argument("--backbone-weights", default=None, help="local backbone weights (offline, non-embedded backbones)")
+    p.add_argument("--output-norm", choices=["learned", "bilinear"], default=None,
+                   help="length of each upsampled feature vector: the network's own, or that of the bilinear "
+                        "upsampling (the network's direction kept; lower squared error, same cosine: "
+                        "docs/RESULTS.md, 'Output norm') (default: the checkpoint's, else learned)")
     p.add_argument("--size", type=int, default=448,
                    help="shorter image side fed to the backbone, at least two backbone patches, e.g. 28 for "
                         "patch 14 (default: %(default)s)")
@@ -354,7 +358,8 @@ def run(args) -> int:
         if jobs:
             _announce_conversion(meta, args.backbone_weights, report)
             report.status(f"loading model {args.model} on {device}")
-            model = wrcup.load(args.model, device=device, backbone_weights=args.backbone_weights)
+            model = wrcup.load(args.model, device=device, backbone_weights=args.backbone_weights,
+                               output_norm=args.output_norm)
             with tqdm(jobs, desc="upsample", unit="img", disable=args.quiet, file=sys.stderr) as bar:
                 for job in bar:
                     reason = process(job, model, args, device, report, bar)

@@ -7,7 +7,10 @@ Methods:
     ``bilinear-4x``         the backbone features upsampled 4× bilinearly, one resize (align_corners=False);
     ``learned-4x``          two passes of the trained upsampler, each guided by the image: what
                             ``model(images, scale=4)`` gives (:func:`wrcup.models.bundle.upsample_to_size`);
-    ``learned-bilinear-4x`` one pass of the trained upsampler, then 2× bilinear (align_corners=False).
+    ``learned-bilinear-4x`` one pass of the trained upsampler, then 2× bilinear (align_corners=False);
+    ``learned-bilinear-norm`` and ``learned-bilinear-norm-4x``: ``learned`` and ``learned-4x`` with the upsampler's
+                            ``output_norm="bilinear"`` (each pass: its directions, the bilinear upsampling's
+                            lengths; :mod:`wrcup.models.output_norm`).
 
 The backbone's features of an image are the expensive part and are the same for every method, so the cache
 stores those (float16, keyed by backbone name and weights, input size and image bytes); methods are applied
@@ -15,6 +18,7 @@ on top.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -101,6 +105,33 @@ def _learned_4x(extractor, images, low):
                  uses_upsampler=True)
 def _learned_bilinear_4x(extractor, images, low):
     return F.interpolate(_learned(extractor, images, low), scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def _with_output_norm(upsampler, norm: str):
+    """``upsampler`` with ``output_norm`` = ``norm``: itself when it has it, else a shallow copy sharing every
+    parameter (the caller's module is left as it is)."""
+    if upsampler.output_norm == norm:
+        return upsampler
+    other = copy.copy(upsampler)
+    other.output_norm = norm
+    return other
+
+
+@register_method("learned-bilinear-norm", 2, "the checkpoint's upsampler with output_norm='bilinear': its "
+                 "directions, the bilinear upsampling's lengths", uses_upsampler=True)
+def _learned_bilinear_norm(extractor, images, low):
+    upsampler = _with_output_norm(extractor.upsampler, "bilinear")
+    return upsampler(extractor.backbone.normalise(images.to(low.device)), low)
+
+
+@register_method("learned-bilinear-norm-4x", 4, "learned-4x with output_norm='bilinear' in each pass",
+                 uses_upsampler=True)
+def _learned_bilinear_norm_4x(extractor, images, low):
+    from ..models.bundle import upsample_to_size
+
+    image = extractor.backbone.normalise(images.to(low.device))
+    upsampler = _with_output_norm(extractor.upsampler, "bilinear")
+    return upsample_to_size(upsampler, image, low, (4 * low.shape[-2], 4 * low.shape[-1]))
 
 
 METHODS = tuple(list_methods())

@@ -12,7 +12,10 @@ from ..data.prep import prepare_images
 from .sizing import plan_passes, resize_features, resolve_output_size
 from .tiling import DEFAULT_MAX_MEMORY, RESERVED_BYTES, parse_memory, pass_bytes, upsample_bounded
 from .names import DEFAULT_CHECKPOINT, SHIPPED_CHECKPOINTS
-from .upsampler import UnguidedUpsampler, WRCUpsampler, _check_inputs, build_upsampler, parameter_dtype, upsample
+from ..nn import operator_entry
+from .output_norm import check_output_norm
+from .stacking import upsample
+from .upsampler import UnguidedUpsampler, WRCUpsampler, _check_inputs, build_upsampler, parameter_dtype
 
 
 class UpsampledBackbone(nn.Module):
@@ -181,7 +184,8 @@ def checkpoint_path(name_or_path: str | Path) -> Path:
 
 
 def load(name_or_path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.device | None = None,
-         backbone_weights: str | Path | None = None, fold_bn: bool = True) -> UpsampledBackbone:
+         backbone_weights: str | Path | None = None, fold_bn: bool = True,
+         output_norm: str | None = None) -> UpsampledBackbone:
     """Load a trained upsampler and its frozen backbone.
 
     Args:
@@ -191,6 +195,8 @@ def load(name_or_path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devi
         device: where to put the model (default CPU).
         backbone_weights: local weights for the backbone named in the checkpoint (needed offline for
             backbones other than the embedded one).
+        output_norm: "learned" or "bilinear" (:mod:`wrcup.models.output_norm`); None: the checkpoint's
+            ``output_norm`` entry, "learned" for checkpoints without one.
     """
     from .. import backbones
     from .checkpoint import load_checkpoint
@@ -209,7 +215,13 @@ def load(name_or_path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devi
         raise ValueError(
             f"checkpoint expects dim={meta['dim']}, patch={meta['patch_size']} but backbone {meta['backbone']!r} "
             f"has dim={backbone.dim}, patch={backbone.patch_size}")
-    upsampler = build_upsampler(meta["operator"], meta["dim"], meta["patch_size"], residual=meta.get("residual", False))
+    norm = check_output_norm(meta.get("output_norm", "learned") if output_norm is None else output_norm)
+    if norm != "learned" and not operator_entry(meta["operator"]).guided:
+        raise ValueError(f"output_norm={norm!r} needs a network; {name_or_path} holds the unguided "
+                         f"{meta['operator']!r} upsampler")
+    meta = {**meta, "output_norm": norm}
+    upsampler = build_upsampler(meta["operator"], meta["dim"], meta["patch_size"], residual=meta.get("residual", False),
+                                output_norm=norm)
     missing, unexpected = upsampler.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint {name_or_path} does not match the {meta['operator']} upsampler: "

@@ -269,6 +269,7 @@ def tiled_pass(upsampler, features: torch.Tensor, quarter: torch.Tensor | None, 
     weights. ``quarter``: the image branch's quarter map of the whole image (``image_branch.quarter_map``).
     An UnguidedUpsampler is not tiled (its pass is the operator alone on the features, e.g. a plain resize).
     """
+    from .output_norm import match_norm
     from .upsampler import WRCUpsampler, _upsample2x
 
     if not isinstance(upsampler, WRCUpsampler):
@@ -285,9 +286,13 @@ def tiled_pass(upsampler, features: torch.Tensor, quarter: torch.Tensor | None, 
         for j, (x0, x1) in enumerate(cols):
             g1, g2 = guidance_crop(upsampler, quarter, (h, w), patch_size, (y0, y1, x0, x1))
             y = upsampler.guided(features[..., y0:y1, x0:x1], g1, g2)
-            if upsampler.residual:  # the bilinear shortcut of the whole grid, cropped (exact)
-                y = y - _upsample2x(features[..., y0:y1, x0:x1]) + resize_crop(
-                    features, (2 * h, 2 * w), (2 * y0, 2 * y1), (2 * x0, 2 * x1))
+            if upsampler.residual or upsampler.output_norm == "bilinear":
+                # the bilinear upsampling of the whole grid, cropped (exact), for the shortcut and the norm
+                whole = resize_crop(features, (2 * h, 2 * w), (2 * y0, 2 * y1), (2 * x0, 2 * x1))
+                if upsampler.residual:
+                    y = y - _upsample2x(features[..., y0:y1, x0:x1]) + whole
+                if upsampler.output_norm == "bilinear":
+                    y = match_norm(y, whole)
             win = blend_window((h, w), tile, overlap, (i, j), scale=2).to(out.device)
             out[..., 2 * y0:2 * y1, 2 * x0:2 * x1] += y.float() * win
             weight[2 * y0:2 * y1, 2 * x0:2 * x1] += win

@@ -37,7 +37,7 @@ any order.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,7 @@ from torch.fx.experimental.symbolic_shapes import statically_known_true
 from .._checks import check_positive_int, check_tensor
 from ..nn import create_operator, operator_entry
 from . import fuse as _fuse
+from .output_norm import check_output_norm, match_norm
 from .reference_names import (REFERENCE_MODULE_NAMES, checked_reference_state, reference_key_map,
                               rename_reference_keys)
 
@@ -58,9 +59,7 @@ __all__ = [
     "WRCUpsampler",
     "min_grid",
     "UnguidedUpsampler",
-    "StackedUpsampler",
     "build_upsampler",
-    "upsample",
 ]
 
 GUIDANCE_CHANNELS = 32
@@ -110,7 +109,7 @@ class Bottleneck(nn.Module):
 class ImageGuidance(nn.Module):
     """The image branch: B×3×H×W normalised image → g1 (B×G×2h×2w) and g2 (B×G×h×w) for a token grid h×w.
 
-    Split in two so that several passes over the same image (:func:`upsample`) compute the quarter-resolution
+    Split in two so that several passes over the same image (:func:`~wrcup.models.stacking.upsample`) compute the quarter-resolution
     map once: :meth:`quarter_map` (image only) and :meth:`guidance` (quarter map + grid size + patch size).
     """
 
@@ -212,10 +211,14 @@ class WRCUpsampler(nn.Module):
         residual: add the bilinear 2× upsampling of the input features to the output (no extra parameters).
         guidance_channels: G, channels of the image branch.
         operator_kwargs: passed to :func:`wrcup.nn.create_operator` (e.g. ``safeguards=True`` for WRC).
+        output_norm: "learned" (the output as the network makes it) or "bilinear" (each output pixel rescaled to
+            the norm of the bilinear 2× upsampling of the input features: :mod:`wrcup.models.output_norm`). Not
+            a parameter: it may be changed at any time, e.g. on a loaded model.
     """
 
     def __init__(self, dim: int, patch_size: int, operator: str = "wrc-reference", residual: bool = False,
-                 guidance_channels: int = GUIDANCE_CHANNELS, operator_kwargs: Mapping | None = None):
+                 guidance_channels: int = GUIDANCE_CHANNELS, operator_kwargs: Mapping | None = None,
+                 output_norm: str = "learned"):
         super().__init__()
         check_positive_int(dim, "dim", minimum=2)
         if dim % 2:
@@ -224,6 +227,7 @@ class WRCUpsampler(nn.Module):
         self.patch_size = check_positive_int(patch_size, "patch_size")
         self.operator_name = operator_entry(operator).name
         self.residual = bool(residual)
+        self.output_norm = check_output_norm(output_norm)
         G = check_positive_int(guidance_channels, "guidance_channels")
         mid = (dim + G) // 2
         self.image_branch = ImageGuidance(G)
@@ -239,7 +243,7 @@ class WRCUpsampler(nn.Module):
         Any floating dtype is accepted: the inputs are cast to the parameters' dtype (float32 unless the module
         was converted) and the result back to the features' dtype. Shapes are checked; values are not (no
         host-device synchronisation), so the module traces whole under torch.compile(fullgraph=True) and export.
-        ``patch_size`` overrides the effective patch size H/h (the second pass of :func:`upsample` uses p/2).
+        ``patch_size`` overrides the effective patch size H/h (the second pass of :func:`~wrcup.models.stacking.upsample` uses p/2).
         """
         patch = self.patch_size if patch_size is None else float(patch_size)
         _check_inputs(image, features, self.dim, patch, self.min_grid)
@@ -248,9 +252,11 @@ class WRCUpsampler(nn.Module):
         return out.to(features.dtype)
 
     def upsample_features(self, features: torch.Tensor, quarter: torch.Tensor, patch_size: float) -> torch.Tensor:
-        """The feature path given the image branch's quarter map (unchecked; see :meth:`forward`)."""
+        """The feature path given the image branch's quarter map (unchecked; see :meth:`forward`), then the
+        ``output_norm``."""
         g1, g2 = self.image_branch.guidance(quarter, tuple(features.shape[-2:]), patch_size)
-        return self.guided(features, g1, g2)
+        out = self.guided(features, g1, g2)
+        return match_norm(out, _upsample2x(features)) if self.output_norm == "bilinear" else out
 
     def guided(self, features: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
         """The feature path given its guidance: features B×dim×h×w, g1 B×G×2h×2w, g2 B×G×h×w → B×dim×2h×2w."""
@@ -272,7 +278,10 @@ class WRCUpsampler(nn.Module):
         return min_grid(self.operator)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, patch_size={self.patch_size}, operator={self.operator_name!r}, residual={self.residual}"
+        # the default output_norm is left out, so that the repr (part of evaluation cache keys) keeps its old form
+        norm = "" if self.output_norm == "learned" else f", output_norm={self.output_norm!r}"
+        return (f"dim={self.dim}, patch_size={self.patch_size}, operator={self.operator_name!r}, "
+                f"residual={self.residual}{norm}")
 
     def reference_key_map(self) -> dict[str, str]:
         """Our state-dict name → the authors' name, for every entry, in the authors' order
@@ -323,76 +332,17 @@ class UnguidedUpsampler(nn.Module):
         return f"dim={self.dim}, patch_size={self.patch_size}, operator={self.operator_name!r}"
 
 
-def build_upsampler(operator: str, dim: int, patch_size: int, residual: bool = False, **operator_kwargs) -> nn.Module:
+def build_upsampler(operator: str, dim: int, patch_size: int, residual: bool = False, output_norm: str = "learned",
+                    **operator_kwargs) -> nn.Module:
     """The 2× upsampler for the registered ``operator`` (:func:`wrcup.nn.list_operators`): a
     :class:`WRCUpsampler` around it, or, for an operator registered with ``guided=False`` (e.g. "bilinear"), an
     :class:`UnguidedUpsampler`. ``operator_kwargs`` go to the operator (e.g. ``safeguards=True`` for the WRC modes).
     """
     if not operator_entry(operator).guided:
-        if residual:
-            raise ValueError(f"residual=True has no meaning for the unguided {operator!r} upsampler (the operator "
-                             f"alone upsamples the features)")
+        for name, value, default in (("residual", residual, False), ("output_norm", output_norm, "learned")):
+            if value != default:
+                raise ValueError(f"{name}={value!r} has no meaning for the unguided {operator!r} upsampler (the "
+                                 f"operator alone upsamples the features)")
         return UnguidedUpsampler(dim, patch_size, operator, operator_kwargs)
-    return WRCUpsampler(dim, patch_size, operator=operator, residual=residual, operator_kwargs=operator_kwargs)
-
-
-def upsample(image: torch.Tensor, features: torch.Tensor, passes: Sequence[nn.Module]) -> torch.Tensor:
-    """Apply 2× upsamplers one after the other: features B×C×h×w → B×C×(2^n·h)×(2^n·w) for n passes.
-
-    Pass i sees the same image and the features on the grid 2^i·h × 2^i·w, i.e. it runs with the effective
-    patch size p / 2^i: its guidance g1/g2 come out at 2×/1× the CURRENT grid (e.g. p = 14: the second pass
-    resizes the ≈3.5h quarter map bilinearly to 4h instead of pooling; see the module docstring's rule).
-    The same module may appear several times (weight sharing). The image branch's quarter-resolution map
-    depends on the image only, so it is computed once per distinct image branch.
-
-    Args:
-        image: B×3×H×W backbone-normalised image, H = p·h, W = p·w.
-        features: B×C×h×w backbone features.
-        passes: WRCUpsampler / UnguidedUpsampler modules with the same dim and patch size.
-    """
-    if len(passes) == 0:
-        raise ValueError("passes must contain at least one upsampler")
-    first = passes[0]
-    for i, p in enumerate(passes):
-        if not isinstance(p, (WRCUpsampler, UnguidedUpsampler)):
-            raise TypeError(f"passes[{i}] must be a WRCUpsampler or UnguidedUpsampler, got {type(p).__name__}")
-        if (p.dim, p.patch_size) != (first.dim, first.patch_size):
-            raise ValueError(f"passes[{i}] has dim={p.dim}, patch_size={p.patch_size}; passes[0] has "
-                             f"dim={first.dim}, patch_size={first.patch_size}")
-    _check_inputs(image, features, first.dim, first.patch_size)
-    out_dtype = features.dtype
-    dtype = parameter_dtype(nn.ModuleList(passes), out_dtype)
-    image, features = image.to(dtype), features.to(dtype)
-    quarters: dict[int, torch.Tensor] = {}
-    x = features
-    for i, p in enumerate(passes):
-        quarter = None
-        if isinstance(p, WRCUpsampler):
-            key = id(p.image_branch)
-            if key not in quarters:
-                quarters[key] = p.image_branch.quarter_map(image)
-            quarter = quarters[key]
-        x = p.upsample_features(x, quarter, first.patch_size / 2**i)
-    return x.to(out_dtype)
-
-
-class StackedUpsampler(nn.Module):
-    """Several 2× passes as one module (``passes=[up, up]`` shares weights; two modules give separate ones).
-
-    ``forward(image, features)`` → B×C×(2^n·h)×(2^n·w); see :func:`upsample` for how each pass is guided.
-    """
-
-    def __init__(self, passes: Sequence[nn.Module]):
-        super().__init__()
-        if len(passes) == 0:
-            raise ValueError("passes must contain at least one upsampler")
-        self.passes = nn.ModuleList(passes)
-        self.dim = passes[0].dim
-        self.patch_size = passes[0].patch_size
-
-    @property
-    def scale(self) -> int:
-        return 2 ** len(self.passes)
-
-    def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        return upsample(image, features, list(self.passes))
+    return WRCUpsampler(dim, patch_size, operator=operator, residual=residual, operator_kwargs=operator_kwargs,
+                        output_norm=output_norm)

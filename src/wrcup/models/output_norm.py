@@ -1,0 +1,46 @@
+"""The length of an upsampler pass's output vectors: the network's own, or that of the bilinear upsampling.
+
+The training recipe's criterion is dominated by its cosine term (:func:`wrcup.train.losses.cosine_minmax_loss`),
+so a trained network gets directions right before lengths: measured on the DAVIS dev frames, its output vectors
+are 16–18 % longer than the bilinear upsampling's, while the backbone's own features at the higher resolution
+are within 5 % of the bilinear length (docs/RESULTS.md, "Output norm"). With ``output_norm="bilinear"`` a pass
+keeps the network's direction at every output pixel and takes its length from the bilinear 2× upsampling of the
+pass's input: the cosine to any target is unchanged, the squared error is not.
+"""
+from __future__ import annotations
+
+import torch
+
+from .._checks import check_choice
+
+__all__ = ["OUTPUT_NORMS", "check_output_norm", "match_norm"]
+
+#: "learned": the network's output as it is; "bilinear": rescaled per pixel to the bilinear upsampling's norm.
+OUTPUT_NORMS = ("learned", "bilinear")
+
+# Below this channel norm a pixel counts as zero and stays zero (no division by ~0).
+_EPS = 1e-6
+
+
+def check_output_norm(value: str, name: str = "output_norm") -> str:
+    return check_choice(value, name, OUTPUT_NORMS)
+
+
+def match_norm(features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``features`` rescaled at every pixel to the channel norm of ``reference``.
+
+    Args:
+        features: B×C×H×W (any floating dtype).
+        reference: B×C×H×W, same shape.
+    Returns:
+        B×C×H×W in the dtype of ``features``: ``features[:, :, i, j] · ‖reference[:, :, i, j]‖ /
+        ‖features[:, :, i, j]‖`` (a pixel whose features have norm below 1e-6 stays as it is). Differentiable;
+        shapes are checked, values are not (no host-device synchronisation).
+    """
+    if features.shape != reference.shape:
+        raise ValueError(f"features and reference must have the same shape, got {tuple(features.shape)} and "
+                         f"{tuple(reference.shape)}")
+    length = torch.linalg.vector_norm(features, dim=1, keepdim=True)
+    target = torch.linalg.vector_norm(reference.to(features.dtype), dim=1, keepdim=True)
+    scale = torch.where(length > _EPS, target / length.clamp_min(_EPS), torch.ones_like(length))
+    return features * scale
