@@ -15,7 +15,8 @@ Routes:
     learned-1pass+bilinear  (s > 2) one trained pass, then bilinear to the target: is repeating the pass worth it?
     learned-under+bilinear  (s not a power of 2) the passes that stay below the target, then bilinear UP;
     learned-no-antialias    (s not a power of 2) like ``learned`` but the final shrink without antialiasing;
-    learned-patch-p-guide   (--variants, s > 2) pass i guided by the input image resized ×2^i at the trained patch p.
+    learned-patch-p-guide   (--variants, s > 2) pass i guided by the input image resized ×2^i at the trained patch p;
+    learned-bilinear-norm   ``learned`` with output_norm="bilinear" in every pass (:mod:`wrcup.models.output_norm`).
 
     python benchmarks/output_size.py $DATA/davis2016-dev/JPEGImages/480p --every 20 --scales 2,4
     python benchmarks/output_size.py … --scales 8 --limit 4 --variants --out benchmarks/results/output_size_8x.json
@@ -85,6 +86,7 @@ def main(argv=None) -> int:
     from wrcup.eval.fidelity import feature_fidelity
     from wrcup.models import upsample
     from wrcup.models.bundle import upsample_to_size
+    from wrcup.models.output_norm import with_output_norm
     from wrcup.models.sizing import plan_passes, resize_features
 
     paths = _image_list(args.images, args.every)
@@ -95,6 +97,7 @@ def main(argv=None) -> int:
         return 2
     model = wrcup.load(args.model)
     backbone, up = model.backbone, model.upsampler
+    normed_up = with_output_norm(up, "bilinear")
     patch = backbone.patch_size
     extractor = FeatureExtractor(backbone, up, "learned", cache_dir=args.cache or cache_dir() / "features")
 
@@ -129,6 +132,7 @@ def main(argv=None) -> int:
                 routes = {
                     "bilinear": lambda: F.interpolate(low, size=size, mode="bilinear", align_corners=False),
                     "learned": lambda: upsample_to_size(up, norm, low, size),
+                    "learned-bilinear-norm": lambda: upsample_to_size(normed_up, norm, low, size),
                 }
                 if s > 2 and not (2**passes != s and passes == 2):   # (for 3× that is the "under" route)
                     routes["learned-1pass+bilinear"] = lambda: resize_features(up(norm, low), size)

@@ -18,7 +18,6 @@ on top.
 """
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from .._cache import cache_key, read_entry, write_entry
 from .._io import file_sha256
 from .._registry import Registry
 from ..data.prep import prepare_images
+from ..models.output_norm import with_output_norm
 
 
 
@@ -107,20 +107,10 @@ def _learned_bilinear_4x(extractor, images, low):
     return F.interpolate(_learned(extractor, images, low), scale_factor=2, mode="bilinear", align_corners=False)
 
 
-def _with_output_norm(upsampler, norm: str):
-    """``upsampler`` with ``output_norm`` = ``norm``: itself when it has it, else a shallow copy sharing every
-    parameter (the caller's module is left as it is)."""
-    if upsampler.output_norm == norm:
-        return upsampler
-    other = copy.copy(upsampler)
-    other.output_norm = norm
-    return other
-
-
 @register_method("learned-bilinear-norm", 2, "the checkpoint's upsampler with output_norm='bilinear': its "
                  "directions, the bilinear upsampling's lengths", uses_upsampler=True)
 def _learned_bilinear_norm(extractor, images, low):
-    upsampler = _with_output_norm(extractor.upsampler, "bilinear")
+    upsampler = with_output_norm(extractor.upsampler, "bilinear")
     return upsampler(extractor.backbone.normalise(images.to(low.device)), low)
 
 
@@ -130,7 +120,7 @@ def _learned_bilinear_norm_4x(extractor, images, low):
     from ..models.bundle import upsample_to_size
 
     image = extractor.backbone.normalise(images.to(low.device))
-    upsampler = _with_output_norm(extractor.upsampler, "bilinear")
+    upsampler = with_output_norm(extractor.upsampler, "bilinear")
     return upsample_to_size(upsampler, image, low, (4 * low.shape[-2], 4 * low.shape[-1]))
 
 

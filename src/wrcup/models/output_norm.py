@@ -9,11 +9,13 @@ pass's input: the cosine to any target is unchanged, the squared error is not.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from .._checks import check_choice
 
-__all__ = ["OUTPUT_NORMS", "check_output_norm", "match_norm"]
+__all__ = ["OUTPUT_NORMS", "check_output_norm", "match_norm", "with_output_norm"]
 
 #: "learned": the network's output as it is; "bilinear": rescaled per pixel to the bilinear upsampling's norm.
 OUTPUT_NORMS = ("learned", "bilinear")
@@ -44,3 +46,14 @@ def match_norm(features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     target = torch.linalg.vector_norm(reference.to(features.dtype), dim=1, keepdim=True)
     scale = torch.where(length > _EPS, target / length.clamp_min(_EPS), torch.ones_like(length))
     return features * scale
+
+
+def with_output_norm(upsampler, norm: str):
+    """``upsampler`` (a :class:`~wrcup.models.upsampler.WRCUpsampler`) with ``output_norm`` = ``norm``: itself
+    when it has it already, else a shallow copy that shares every parameter; the given module is left as it is."""
+    check_output_norm(norm, "norm")
+    if upsampler.output_norm == norm:
+        return upsampler
+    other = copy.copy(upsampler)
+    other.output_norm = norm
+    return other
