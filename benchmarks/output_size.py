@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         summary[f"x{s}"] = {}
         for name in rows[0]:
             summary[f"x{s}"][name] = {
-                **{m: statistics.fmean(r[name][m] for r in rows) for m in ("cosine", "nmse", "nmse_global", "mse")},
+                **{m: statistics.fmean(r[name][m] for r in rows) for m in ("cosine", "nmse", "nmse_global", "mse", "norm_ratio")},
                 "beats_bilinear": sum(r[name]["cosine"] > r["bilinear"]["cosine"] for r in rows),
                 "seconds_per_image": statistics.median(route_seconds[(s, name)]),
             }

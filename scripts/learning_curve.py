@@ -129,10 +129,11 @@ def main(argv=None) -> int:
         for name, size in todo:
             cell = tasks.fidelity(extractor, images[name], size=size, progress=sys.stderr.isatty())
             result["cells"].append({"method": method, "step": step, "set": name, "size": size,
-                                    "cosine": cell["cosine"], "nmse": cell["nmse"], "num_images": cell["num_images"]})
+                                    "cosine": cell["cosine"], "nmse": cell["nmse"], "norm_ratio": cell["norm_ratio"],
+                                    "num_images": cell["num_images"]})
             save()
             print(f"{method:21s} step {step!s:>6} {name:8s} {size}->{2 * size}: cosine {cell['cosine']:.4f} "
-                  f"nmse {cell['nmse']:.4f}", flush=True)
+                  f"nmse {cell['nmse']:.4f} norm ratio {cell['norm_ratio']:.3f}", flush=True)
     save()
     plot(result, args.out.with_suffix(".png"))
     return 0

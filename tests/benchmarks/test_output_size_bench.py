@@ -18,9 +18,13 @@ def test_output_size_benchmark_small(tmp_path, real_photos):
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["images"] == 2 and set(result["summary"]) == {"x2", "x3", "x4"}
-    assert set(result["summary"]["x3"]) == {"bilinear", "learned", "learned-under+bilinear", "learned-no-antialias",
+    assert set(result["summary"]["x3"]) == {"bilinear", "learned", "learned-bilinear-norm", "learned-under+bilinear",
+                                            "learned-no-antialias", "learned-patch-p-guide"}
+    assert set(result["summary"]["x4"]) == {"bilinear", "learned", "learned-bilinear-norm", "learned-1pass+bilinear",
                                             "learned-patch-p-guide"}
-    assert set(result["summary"]["x4"]) == {"bilinear", "learned", "learned-1pass+bilinear", "learned-patch-p-guide"}
     for routes in result["summary"].values():
         for v in routes.values():
-            assert -1 <= v["cosine"] <= 1 and v["nmse"] >= 0
+            assert -1 <= v["cosine"] <= 1 and v["nmse"] >= 0 and v["norm_ratio"] > 0
+    # at 2× the bilinear norm changes lengths only: same cosine as learned
+    x2 = result["summary"]["x2"]
+    assert abs(x2["learned-bilinear-norm"]["cosine"] - x2["learned"]["cosine"]) < 1e-5

@@ -11,11 +11,12 @@ def test_identity_scale_and_sign():
     g = torch.Generator().manual_seed(0)
     t = torch.randn(2, 5, 4, 3, generator=g, dtype=torch.float64)
     same = feature_fidelity(t, t)
-    assert same == pytest.approx({"cosine": 1.0, "nmse": 0.0, "nmse_global": 0.0, "mse": 0.0}, abs=1e-12)
+    assert same == pytest.approx({"cosine": 1.0, "nmse": 0.0, "nmse_global": 0.0, "mse": 0.0, "norm_ratio": 1.0},
+                                 abs=1e-12)
     double = feature_fidelity(2 * t, t)      # ‖2t − t‖² / ‖t‖² = 1 at every pixel
     assert double["cosine"] == pytest.approx(1.0)
     assert double["nmse"] == pytest.approx(1.0) and double["nmse_global"] == pytest.approx(1.0)
-    assert double["mse"] == pytest.approx(float(t.pow(2).mean()))
+    assert double["mse"] == pytest.approx(float(t.pow(2).mean())) and double["norm_ratio"] == pytest.approx(2.0)
     neg = feature_fidelity(-t, t)            # ‖−2t‖² / ‖t‖² = 4
     assert neg["cosine"] == pytest.approx(-1.0) and neg["nmse"] == pytest.approx(4.0)
 
@@ -30,6 +31,7 @@ def test_two_pixel_hand_case():
     assert got["nmse"] == pytest.approx((1 / 2 + 4 / 1) / 2)
     assert got["nmse_global"] == pytest.approx(5 / 3)
     assert got["mse"] == pytest.approx(5 / 4)
+    assert got["norm_ratio"] == pytest.approx((1 / math.sqrt(2) + 3) / 2)
 
 
 def test_zero_vectors():
@@ -39,6 +41,7 @@ def test_zero_vectors():
     assert got["cosine"] == pytest.approx(0.5)  # zero pixel counts as cosine 0, the other as 1
     assert got["nmse"] == pytest.approx(0.25)   # the zero-energy pixel is left out
     assert got["nmse_global"] == pytest.approx(0.25)
+    assert got["norm_ratio"] == pytest.approx(0.5)  # the zero-target pixel is left out, as for nmse
 
 
 def test_pred_is_resized_bilinearly_to_the_target_grid():

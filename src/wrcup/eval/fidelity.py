@@ -6,7 +6,9 @@ All statistics are per pixel over the channel vector, then averaged over every p
 - ``nmse``: mean of ``‖p − t‖² / ‖t‖²``, each pixel's error normalised by its own target energy (pixels with
   ``‖t‖ = 0`` are left out; 0 is perfect, 1 is what predicting zeros scores);
 - ``nmse_global``: ``Σ‖p − t‖² / Σ‖t‖²`` over all pixels, less sensitive to near-zero target pixels;
-- ``mse``: mean over all elements of ``(p − t)²``.
+- ``mse``: mean over all elements of ``(p − t)²``;
+- ``norm_ratio``: mean of ``‖p‖ / ‖t‖`` (pixels with ``‖t‖ = 0`` are left out): 1 when the predicted vectors have
+  the target's length on average, above 1 when they are too long. Cosine ignores length; NMSE pays for it.
 
 When the grids differ, ``pred`` is resized to the target's grid by bilinear interpolation
 (``align_corners=False``, with antialiasing, which only acts when shrinking) before comparing.
@@ -29,7 +31,7 @@ def feature_fidelity(pred: torch.Tensor, target: torch.Tensor) -> dict[str, floa
         pred: ``B×C×H×W`` (or ``C×H×W``) predicted features.
         target: ``B×C×H'×W'`` (or ``C×H'×W'``) reference features.
     Returns:
-        dict of floats: ``cosine``, ``nmse``, ``nmse_global``, ``mse`` (see the module docstring).
+        dict of floats: ``cosine``, ``nmse``, ``nmse_global``, ``mse``, ``norm_ratio`` (see the module docstring).
     """
     check_tensor(pred, "pred", (3, 4))
     check_tensor(target, "target", (3, 4))
@@ -58,6 +60,7 @@ def feature_fidelity(pred: torch.Tensor, target: torch.Tensor) -> dict[str, floa
                          torch.zeros_like(denom))
     has_energy = energy > 0
     nmse = (err[has_energy] / energy[has_energy]).mean() if bool(has_energy.any()) else torch.tensor(float("nan"))
+    norm_ratio = (p_norm[has_energy] / t_norm[has_energy]).mean() if bool(has_energy.any()) else torch.tensor(float("nan"))
     total_energy = energy.sum()
     nmse_global = err.sum() / total_energy if total_energy > 0 else torch.tensor(float("nan"))
     return {
@@ -65,4 +68,5 @@ def feature_fidelity(pred: torch.Tensor, target: torch.Tensor) -> dict[str, floa
         "nmse": float(nmse),
         "nmse_global": float(nmse_global),
         "mse": float(err.sum() / pred.numel()),
+        "norm_ratio": float(norm_ratio),
     }
