@@ -59,6 +59,10 @@ def test_upsampler_traces_as_one_graph():
         torch._dynamo.reset()
         got = torch.compile(stacked, fullgraph=True, backend="eager")(image, features)
         torch.testing.assert_close(got, stacked(image, features), rtol=1e-5, atol=1e-6)
+        folded.output_norm = "bilinear"  # the rescaling to the bilinear lengths is in the graph too
+        torch._dynamo.reset()
+        got = torch.compile(stacked, fullgraph=True, backend="eager")(image, features)
+        torch.testing.assert_close(got, stacked(image, features), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -131,3 +131,11 @@ def test_the_evaluation_methods_equal_the_models_output(models, real_photos):
         torch.testing.assert_close(two(x), normed(x), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(four(x), normed(x, scale=4), rtol=1e-5, atol=1e-5)
     assert plain.upsampler.output_norm == "learned"  # the method did not change the model it was given
+
+
+def test_the_normed_upsampler_exports_to_onnx(models, tmp_path):
+    from wrcup.models.export import check_onnx, export_onnx
+
+    _, normed = models
+    path = export_onnx(normed, tmp_path / "normed.onnx", upsampler_only=True)
+    assert check_onnx(path, normed, upsampler_only=True) <= 1e-4
