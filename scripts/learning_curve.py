@@ -59,20 +59,24 @@ def plot(result: dict, png: Path) -> None:
 
     cells = result["cells"]
     series = sorted({(c["set"], c["size"]) for c in cells})
-    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.4), squeeze=False)
-    for ax, (name, size) in zip(axes[0], series):
+    metrics = (("cosine", "mean cosine ↑"), ("nmse", "NMSE ↓"))
+    fig, axes = plt.subplots(len(metrics), len(series), figsize=(4.2 * len(series), 3.2 * len(metrics)),
+                             squeeze=False)
+    for col, (name, size) in enumerate(series):
         here = [c for c in cells if c["set"] == name and c["size"] == size]
-        for method in sorted({c["method"] for c in here} - {"bilinear"}):
-            points = sorted((c["step"], c["cosine"]) for c in here if c["method"] == method)
-            ax.plot(*zip(*points), marker="o", label=method)
-        bilinear = [c["cosine"] for c in here if c["method"] == "bilinear"]
-        if bilinear:
-            ax.axhline(bilinear[0], color="grey", linestyle="--", label="bilinear")
-        ax.set_title(f"{name}: {size} → {2 * size}")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("mean cosine to backbone features")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        for row, (metric, label) in enumerate(metrics):
+            ax = axes[row][col]
+            for method in sorted({c["method"] for c in here} - {"bilinear"}):
+                points = sorted((c["step"], c[metric]) for c in here if c["method"] == method)
+                ax.plot(*zip(*points), marker="o", label=method)
+            bilinear = [c[metric] for c in here if c["method"] == "bilinear"]
+            if bilinear:
+                ax.axhline(bilinear[0], color="grey", linestyle="--", label="bilinear")
+            ax.set_title(f"{name}: {size} → {2 * size}")
+            ax.set_xlabel("training step")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
