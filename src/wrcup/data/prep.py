@@ -29,7 +29,7 @@ def grid_shape(height: int, width: int, patch_size: int, short_side: int | None 
     ``max_side`` caps the longer side (before rounding to the grid), so that a very elongated image (a panorama,
     a strip) cannot blow the backbone's token count up: its shorter side then ends below ``short_side``.
     ``min_patches`` raises the floor of each side from one patch (e.g. 2 for an upsampler that needs a 2×2 grid);
-    it can make the longer side exceed ``max_side``'s aspect, never its length.
+    a side raised to it no longer keeps the image's aspect ratio.
     """
     p = patch_size
     if short_side is None and max_side is None:
