@@ -214,6 +214,8 @@ def test_min_grid_is_the_smallest_grid_the_operator_runs_on(op):
         image, feats = inputs(14, h=m - 1, w=m + 2)
         with pytest.raises(ValueError, match=f"grid {m - 1}×{m + 2} is too small: .* at least {m} tokens per side"):
             model(image, feats)
+        with pytest.raises(ValueError, match=f"grid {m - 1}×{m + 2} is too small"):  # stacked passes check it too
+            upsample(image, feats, [model, model])
         # the floor is the operator's own: unchecked, it fails on that grid too
         with pytest.raises(ValueError, match="padding must be <="):
             model.operator(torch.randn(1, model.operator.channels, m - 1, m + 2))

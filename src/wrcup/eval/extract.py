@@ -81,9 +81,22 @@ def _bilinear(extractor, images, low):
     return F.interpolate(low, scale_factor=2, mode="bilinear", align_corners=False)
 
 
+def _one_pass(upsampler, extractor, images, low):
+    """One pass of ``upsampler`` (the checkpoint's, or a view of it with another output norm)."""
+    return upsampler(extractor.backbone.normalise(images.to(low.device)), low)
+
+
+def _two_passes(upsampler, extractor, images, low):
+    """The path model(images, scale=4) takes: the passes of wrcup.models.upsample (quarter map computed once)."""
+    from ..models.bundle import upsample_to_size
+
+    image = extractor.backbone.normalise(images.to(low.device))
+    return upsample_to_size(upsampler, image, low, (4 * low.shape[-2], 4 * low.shape[-1]))
+
+
 @register_method("learned", 2, "the checkpoint's trained upsampler (2× grid)", uses_upsampler=True)
 def _learned(extractor, images, low):
-    return extractor.upsampler(extractor.backbone.normalise(images.to(low.device)), low)
+    return _one_pass(extractor.upsampler, extractor, images, low)
 
 
 @register_method("bilinear-4x", 4, "the backbone's features upsampled 4× bilinearly (one resize)")
@@ -94,11 +107,7 @@ def _bilinear_4x(extractor, images, low):
 @register_method("learned-4x", 4, "two passes of the checkpoint's upsampler, each guided by the image "
                  "(model(images, scale=4))", uses_upsampler=True)
 def _learned_4x(extractor, images, low):
-    from ..models.bundle import upsample_to_size
-
-    # the path model(images, scale=4) takes: the passes of wrcup.models.upsample (quarter map computed once)
-    image = extractor.backbone.normalise(images.to(low.device))
-    return upsample_to_size(extractor.upsampler, image, low, (4 * low.shape[-2], 4 * low.shape[-1]))
+    return _two_passes(extractor.upsampler, extractor, images, low)
 
 
 @register_method("learned-bilinear-4x", 4, "one pass of the checkpoint's upsampler, then 2× bilinear",
@@ -110,18 +119,13 @@ def _learned_bilinear_4x(extractor, images, low):
 @register_method("learned-bilinear-norm", 2, "the checkpoint's upsampler with output_norm='bilinear': its "
                  "directions, the bilinear upsampling's lengths", uses_upsampler=True)
 def _learned_bilinear_norm(extractor, images, low):
-    upsampler = with_output_norm(extractor.upsampler, "bilinear")
-    return upsampler(extractor.backbone.normalise(images.to(low.device)), low)
+    return _one_pass(with_output_norm(extractor.upsampler, "bilinear"), extractor, images, low)
 
 
 @register_method("learned-bilinear-norm-4x", 4, "learned-4x with output_norm='bilinear' in each pass",
                  uses_upsampler=True)
 def _learned_bilinear_norm_4x(extractor, images, low):
-    from ..models.bundle import upsample_to_size
-
-    image = extractor.backbone.normalise(images.to(low.device))
-    upsampler = with_output_norm(extractor.upsampler, "bilinear")
-    return upsample_to_size(upsampler, image, low, (4 * low.shape[-2], 4 * low.shape[-1]))
+    return _two_passes(with_output_norm(extractor.upsampler, "bilinear"), extractor, images, low)
 
 
 METHODS = tuple(list_methods())

@@ -59,8 +59,11 @@ def feature_fidelity(pred: torch.Tensor, target: torch.Tensor) -> dict[str, floa
     cosine = torch.where(denom > 0, (pred * target).sum(dim=1) / denom.clamp_min(torch.finfo(dtype).tiny),
                          torch.zeros_like(denom))
     has_energy = energy > 0
-    nmse = (err[has_energy] / energy[has_energy]).mean() if bool(has_energy.any()) else torch.tensor(float("nan"))
-    norm_ratio = (p_norm[has_energy] / t_norm[has_energy]).mean() if bool(has_energy.any()) else torch.tensor(float("nan"))
+    if bool(has_energy.any()):
+        nmse = (err[has_energy] / energy[has_energy]).mean()
+        norm_ratio = (p_norm[has_energy] / t_norm[has_energy]).mean()
+    else:
+        nmse = norm_ratio = torch.tensor(float("nan"))
     total_energy = energy.sum()
     nmse_global = err.sum() / total_energy if total_energy > 0 else torch.tensor(float("nan"))
     return {

@@ -12,7 +12,6 @@ from ..data.prep import prepare_images
 from .sizing import plan_passes, resize_features, resolve_output_size
 from .tiling import DEFAULT_MAX_MEMORY, RESERVED_BYTES, parse_memory, pass_bytes, upsample_bounded
 from .names import DEFAULT_CHECKPOINT, SHIPPED_CHECKPOINTS
-from ..nn import operator_entry
 from .output_norm import check_output_norm
 from .stacking import upsample
 from .upsampler import UnguidedUpsampler, WRCUpsampler, _check_inputs, build_upsampler, parameter_dtype
@@ -216,9 +215,6 @@ def load(name_or_path: str | Path = DEFAULT_CHECKPOINT, device: str | torch.devi
             f"checkpoint expects dim={meta['dim']}, patch={meta['patch_size']} but backbone {meta['backbone']!r} "
             f"has dim={backbone.dim}, patch={backbone.patch_size}")
     norm = check_output_norm(meta.get("output_norm", "learned") if output_norm is None else output_norm)
-    if norm != "learned" and not operator_entry(meta["operator"]).guided:
-        raise ValueError(f"output_norm={norm!r} needs a network; {name_or_path} holds the unguided "
-                         f"{meta['operator']!r} upsampler")
     meta = {**meta, "output_norm": norm}
     upsampler = build_upsampler(meta["operator"], meta["dim"], meta["patch_size"], residual=meta.get("residual", False),
                                 output_norm=norm)

@@ -34,7 +34,7 @@ def upsample(image: torch.Tensor, features: torch.Tensor, passes: Sequence[nn.Mo
         if (p.dim, p.patch_size) != (first.dim, first.patch_size):
             raise ValueError(f"passes[{i}] has dim={p.dim}, patch_size={p.patch_size}; passes[0] has "
                              f"dim={first.dim}, patch_size={first.patch_size}")
-    _check_inputs(image, features, first.dim, first.patch_size)
+    _check_inputs(image, features, first.dim, first.patch_size, first.min_grid)
     out_dtype = features.dtype
     dtype = parameter_dtype(nn.ModuleList(passes), out_dtype)
     image, features = image.to(dtype), features.to(dtype)
