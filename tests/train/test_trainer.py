@@ -94,6 +94,51 @@ def test_resume_equals_straight_run(tmp_path, pool, embedded_backbone, straight_
     _assert_same_run(straight_run, tmp_path / "split")
 
 
+def test_ema_follows_a_float64_average_of_the_snapshots_and_resumes_exactly(tmp_path, pool, embedded_backbone,
+                                                                             one_thread):
+    decay = 0.75  # not 0.5, where the average is symmetric in old and new weights
+    cfg = dict(RESUMABLE, ema=decay, keep_every=1)
+    straight = tmp_path / "straight"
+    train(TrainConfig(out=str(straight), **cfg), images=pool, backbone=embedded_backbone)
+    # oracle: e_1 = w_1, e_t = decay·e_(t-1) + (1 − decay)·w_t over the raw weights after each step
+    average = None
+    for step in range(1, RESUMABLE["steps"] + 1):
+        raw = {k: v.double() for k, v in _params(straight / f"step-{step:06d}.safetensors").items()}
+        average = raw if average is None else {k: decay * average[k] + (1 - decay) * raw[k] for k in raw}
+        got = _params(straight / f"step-{step:06d}.ema.safetensors")
+        assert got.keys() == raw.keys()
+        for k, v in got.items():
+            if not k.endswith("num_batches_tracked"):  # an integer counter, unused with BatchNorm's momentum
+                torch.testing.assert_close(v.double(), average[k], rtol=1e-6, atol=1e-6, msg=k)
+    # the average is not the last weights (else the comparison above would prove nothing)
+    assert max(float((average[k] - raw[k]).abs().max()) for k in raw if raw[k].is_floating_point()) > 1e-4
+    final = _params(straight / "wrc.ema.safetensors")
+    assert all(torch.equal(final[k], v) for k, v in got.items())
+    assert read_metadata(straight / "wrc.ema.safetensors")["ema"] == {"decay": decay, "updates": 6}
+
+    split = tmp_path / "split"
+    train(TrainConfig(out=str(split), **cfg), images=pool, backbone=embedded_backbone, stop_at=3)
+    train(TrainConfig(out=str(split), **cfg), resume=True, images=pool, backbone=embedded_backbone)
+    for name in ("wrc.safetensors", "wrc.ema.safetensors"):
+        a, b = _params(straight / name), _params(split / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_ema_switched_on_at_resume_leaves_the_weights_and_starts_there(tmp_path, pool, embedded_backbone,
+                                                                       straight_run):
+    run = tmp_path / "run"
+    train(TrainConfig(out=str(run), **RESUMABLE), images=pool, backbone=embedded_backbone, stop_at=3)
+    train(TrainConfig(out=str(run), ema=0.9, **RESUMABLE), resume=True, images=pool, backbone=embedded_backbone)
+    _assert_same_run(straight_run, run)  # the trained weights do not depend on the average
+    assert read_metadata(run / "wrc.ema.safetensors")["ema"] == {"decay": 0.9, "updates": 3}
+
+
+def test_ema_out_of_range_is_refused(tmp_path):
+    for bad in (1.0, -0.1, True, "0.9"):
+        with pytest.raises(ValueError, match="ema must be a decay in"):
+            TrainConfig(out=str(tmp_path), ema=bad, **RESUMABLE).validate()
+
+
 def _signal_after_step(monkeypatch, step: int, *signums) -> None:
     """Send ``signums`` to this process from inside optimiser step ``step`` (1-based; the schedule is evaluated
     for the next step right after it), as Ctrl-C or a scheduler's SIGTERM would arrive mid-run."""

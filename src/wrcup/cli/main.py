@@ -122,6 +122,9 @@ def _add_train(sub) -> None:
     p.add_argument("--keep-every", type=int, default=d.keep_every,
                    help="also keep a weights + metadata snapshot step-NNNNNN.safetensors every N steps, e.g. for a "
                         "learning curve (scripts/learning_curve.py; 0: none)")
+    p.add_argument("--ema", type=float, default=d.ema,
+                   help="decay of an exponential moving average of the weights kept beside the run, e.g. 0.999; "
+                        "snapshots and the finished run then also write NAME.ema.safetensors (0: none)")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed of the batches, crops and augmentations (each step is a pure function of it)")
     p.add_argument("--target-seed", type=int, default=d.target_seed,
@@ -226,7 +229,7 @@ def _run_train(args) -> int:
         scale_mix=[args.scale_mix[size] for size in sizes] if args.scale_mix and len(sizes) > 1 else None,
         crops=args.crops, loss_weights={k: (1.0 if k in chosen else 0.0) for k in LOSS_NAMES},
         augment=not args.no_augment, cache_targets=args.cache_targets, checkpoint_every=args.checkpoint_every,
-        keep_every=args.keep_every, seed=args.seed, target_seed=args.target_seed,
+        keep_every=args.keep_every, ema=args.ema, seed=args.seed, target_seed=args.target_seed,
         device=resolve_device(args.device, "--device"), name=args.name,
         fast=not args.no_fast)
     run_dir = None

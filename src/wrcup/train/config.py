@@ -8,7 +8,7 @@ LOSS_NAMES = ("local", "global", "consistency", "full")
 # settings a resumed run may change: where it runs and finds its images and target cache, how often it saves
 # and whether it shows progress; none of them changes the trajectory (the image count is checked). Every other
 # setting must equal the one recorded in the run's checkpoint. (``wrcup train --stop-at`` is per invocation.)
-RESUME_MAY_DIFFER = ("out", "data", "device", "progress", "checkpoint_every", "keep_every", "cache_targets")
+RESUME_MAY_DIFFER = ("out", "data", "device", "progress", "checkpoint_every", "keep_every", "cache_targets", "ema")
 # ``wrcup train`` flags that are not settings of the run; every other flag names the setting it sets, under its
 # own name unless listed in TRAIN_FLAG_FIELDS (tests/train/test_trainer.py checks both)
 PER_INVOCATION_FLAGS = ("resume", "stop_at")
@@ -46,6 +46,11 @@ class TrainConfig:
     checkpoint_every: int = 500
     # every N steps also keep a weights + metadata snapshot step-NNNNNN.safetensors (for learning curves); 0: off
     keep_every: int = 0
+    # decay of an exponential moving average of the weights and BatchNorm statistics kept beside the run
+    # (torch.optim.swa_utils.AveragedModel, updated after every optimiser step); 0: none. With it, snapshots and
+    # the finished run also write NAME.ema.safetensors. It may be switched on at resume: the average then starts
+    # from the weights after the first resumed step. The trained weights themselves do not depend on it.
+    ema: float = 0.0
     seed: int = 0
     # the seed of the cached targets' fixed crops (``cache_targets``); None: ``seed``. A second seed of a run can
     # keep the first one's targets (target_seed = its seed): initialisation, batches and augmentations still change.
@@ -86,6 +91,8 @@ class TrainConfig:
             if len(mix) != len(scales) or any(not float(w) > 0 for w in mix):
                 raise ValueError(f"scale_mix must give one positive weight per high_res size {scales}, "
                                  f"got {self.scale_mix!r}")
+        if isinstance(self.ema, bool) or not isinstance(self.ema, (int, float)) or not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be a decay in [0, 1) (0: no moving average), got {self.ema!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 

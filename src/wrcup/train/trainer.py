@@ -7,7 +7,7 @@ rate each step has, the checkpoints of a run folder (:class:`CheckpointSaver`) a
 
 Reproducibility: the images of a step, their crop boxes and their augmentations are pure functions of
 ``(seed, step)``. A resumed run therefore replays exactly the steps a straight run would take; the
-checkpoint stores only weights, optimiser, scheduler and the step.
+checkpoint stores only weights, optimiser, scheduler, the step and, with ``ema``, the moving average.
 """
 from __future__ import annotations
 
@@ -117,14 +117,18 @@ class CheckpointSaver:
     * ``last.safetensors`` with its training state (optimiser, scheduler, step, elapsed): the resumable
       checkpoint, replaced as one set by every :meth:`save`;
     * ``<name>.safetensors``: a copy of the weights once the run is finished;
-    * ``step-NNNNNN.safetensors``: weights snapshots every ``keep_every`` steps (:meth:`keep`; 0: none).
+    * ``step-NNNNNN.safetensors``: weights snapshots every ``keep_every`` steps (:meth:`keep`; 0: none);
+    * with ``ema`` (a ``torch.optim.swa_utils.AveragedModel`` of the model): ``<name>.ema.safetensors`` and
+      ``step-NNNNNN.ema.safetensors`` beside the named copy and the snapshots, holding the averaged weights; the
+      average's own state travels in the resumable checkpoint's training state.
 
     ``describe(final)`` gives the metadata; it is called only when a file is written.
     """
 
     def __init__(self, out: Path, name: str, model: torch.nn.Module, optimizer, scheduler,
-                 describe: Callable[[bool], dict], keep_every: int = 0, write: bool = True):
+                 describe: Callable[[bool], dict], keep_every: int = 0, write: bool = True, ema=None):
         self.out, self.model, self.optimizer, self.scheduler = out, model, optimizer, scheduler
+        self.ema = ema
         self.last, self.final = out / "last.safetensors", out / f"{name}.safetensors"
         self.describe, self.keep_every, self.write = describe, keep_every, write
         self.saved_step: int | None = None  # the step of the latest save (on every rank)
@@ -146,6 +150,8 @@ class CheckpointSaver:
         train_state = load_train_state(self.last)
         self.optimizer.load_state_dict(train_state["optimizer"])
         self.scheduler.load_state_dict(train_state["scheduler"])
+        if self.ema is not None and "ema" in train_state:  # absent: switched on now, starts at the next step
+            self.ema.load_state_dict(train_state["ema"])
         return int(train_state["step"]), float(train_state["elapsed"])
 
     def save(self, progress: Progress, final: bool) -> None:
@@ -156,15 +162,27 @@ class CheckpointSaver:
         meta = self.describe(final)
         train_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                        "step": progress.step, "elapsed": progress.elapsed}
+        if self.ema is not None:
+            train_state["ema"] = self.ema.state_dict()
         save_checkpoint(self.last, self.model.state_dict(), meta, train_state)
         if final:
             save_checkpoint(self.final, self.model.state_dict(), meta)
+            self._save_average(self.final, meta)
 
     def keep(self, step: int, finished: bool) -> None:
         """The weights snapshot of ``step`` when it is due (every ``keep_every`` steps)."""
         if self.keep_every and step % self.keep_every == 0 and self.write:
-            save_checkpoint(self.out / f"step-{step:06d}.safetensors", self.model.state_dict(),
-                            self.describe(finished))
+            path, meta = self.out / f"step-{step:06d}.safetensors", self.describe(finished)
+            save_checkpoint(path, self.model.state_dict(), meta)
+            self._save_average(path, meta)
+
+    def _save_average(self, path: Path, meta: dict) -> None:
+        """``path`` with ``.ema`` before its suffix: the moving average's weights, when there is one."""
+        if self.ema is None:
+            return
+        averaged = {"decay": meta["config"]["ema"], "updates": int(self.ema.n_averaged)}
+        save_checkpoint(path.with_name(f"{path.stem}.ema.safetensors"), self.ema.module.state_dict(),
+                        {**meta, "weights": "exponential moving average", "ema": averaged})
 
 
 def train(cfg: TrainConfig, resume: bool = False, images=None, backbone=None, stop_at: int | None = None) -> dict:
@@ -201,12 +219,17 @@ def _train(cfg: TrainConfig, resume: bool, images, backbone, stop_at: int | None
     model = ddp.convert_batchnorm(build_model(cfg, backbone, device), device)
     optimizer = build_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    ema = None
+    if cfg.ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
     sources = [TargetSource(images, backbone, cfg, device, high_res=r) for r in cfg.scales()]
 
     progress = Progress()
     saver = CheckpointSaver(out, cfg.name, model, optimizer, scheduler,
                             functools.partial(run_metadata, cfg, backbone, images, progress),
-                            keep_every=cfg.keep_every, write=ddp.is_main)
+                            keep_every=cfg.keep_every, write=ddp.is_main, ema=ema)
     if resume:
         progress.step, progress.elapsed = saver.resume(cfg, len(images))
     ddp_model = ddp.wrap(model)
@@ -238,6 +261,8 @@ def _train(cfg: TrainConfig, resume: bool, images, backbone, stop_at: int | None
         first, idx = ddp.share(batch_indices(len(images), cfg.batch_size, step, cfg.seed), micro, cfg.grad_accum)
         targets = sources[scale_index(step, cfg)]
         parts = train_step(ddp_model, backbone, targets, optimizer, scheduler, cfg, step, idx, first, micro)
+        if ema is not None:
+            ema.update_parameters(model)
         step = progress.step = step + 1
         parts = ddp.mean(parts)
         total = sum(weights[k] * parts[i] for i, k in enumerate(LOSS_NAMES))
