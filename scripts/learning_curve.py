@@ -3,7 +3,8 @@
 
 For each ``step-*.safetensors`` in RUN_DIR (written by ``wrcup train --keep-every N``) and for bilinear, the
 fidelity protocol of ``wrcup eval fidelity`` (cosine and NMSE against the backbone's own features at twice the
-input size) on each named image set at each input size. Results accumulate in OUT (JSON, rewritten atomically
+input size) on each named image set at each input size; for a set whose images lie in several folders (DAVIS
+sequences), each cell also holds the means per folder. Results accumulate in OUT (JSON, rewritten atomically
 after every cell, so an interrupted run resumes where it stopped); a PNG plot is drawn next to it.
 
     python scripts/learning_curve.py RUN_DIR --set davis=DAVIS/JPEGImages/480p:10 --set heldout=VAL_DIR:1 \
@@ -132,9 +133,12 @@ def main(argv=None) -> int:
         extractor = FeatureExtractor(backbone, upsampler, method, cache_dir=args.cache)
         for name, size in todo:
             cell = tasks.fidelity(extractor, images[name], size=size, progress=sys.stderr.isatty())
-            result["cells"].append({"method": method, "step": step, "set": name, "size": size,
-                                    "cosine": cell["cosine"], "nmse": cell["nmse"], "norm_ratio": cell["norm_ratio"],
-                                    "num_images": cell["num_images"]})
+            row = {"method": method, "step": step, "set": name, "size": size, "cosine": cell["cosine"],
+                   "nmse": cell["nmse"], "norm_ratio": cell["norm_ratio"], "num_images": cell["num_images"]}
+            if "per_folder" in cell:  # e.g. DAVIS sequences: which of them move the mean
+                row["per_folder"] = {folder: {k: means[k] for k in ("cosine", "nmse", "num_images")}
+                                     for folder, means in cell["per_folder"].items()}
+            result["cells"].append(row)
             save()
             print(f"{method:21s} step {step!s:>6} {name:8s} {size}->{2 * size}: cosine {cell['cosine']:.4f} "
                   f"nmse {cell['nmse']:.4f} norm ratio {cell['norm_ratio']:.3f}", flush=True)

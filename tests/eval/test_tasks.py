@@ -125,6 +125,34 @@ def _extractor(backbone, method, upsampler=None, cache=None):
     return FeatureExtractor(backbone, upsampler if method == "learned" else None, method, cache_dir=cache)
 
 
+# ------------------------------------------------------------------------------------------------ fidelity
+def test_fidelity_per_folder_means_equal_runs_on_each_folder_alone(embedded_backbone, real_photos, tmp_path):
+    """Images in two folders (as DAVIS sequences are): ``per_folder`` holds each folder's means, named below the
+    common parent, and they equal the task run on that folder's images alone; the overall mean weighs images."""
+    import shutil
+
+    layout = {"seq-a/0.jpg": real_photos[0], "seq-a/1.jpg": real_photos[1], "deeper/seq-b/0.jpg": real_photos[2]}
+    for name, src in layout.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, tmp_path / name)
+    extractor = FeatureExtractor(embedded_backbone, None, "bilinear")
+
+    def fidelity(names):
+        return tasks.run_task("fidelity", extractor, image_paths=[tmp_path / n for n in names], size=28,
+                              progress=False)
+
+    both = fidelity(layout)
+    alone = {"seq-a": fidelity(["seq-a/0.jpg", "seq-a/1.jpg"]), "deeper/seq-b": fidelity(["deeper/seq-b/0.jpg"])}
+    assert set(both["per_folder"]) == set(alone)
+    for name, result in alone.items():
+        assert "per_folder" not in result  # one folder: nothing to break down
+        assert both["per_folder"][name]["num_images"] == result["num_images"]
+        for key in ("cosine", "nmse", "norm_ratio"):
+            assert both["per_folder"][name][key] == pytest.approx(result[key], rel=1e-6), (name, key)
+    weighted = (2 * alone["seq-a"]["cosine"] + alone["deeper/seq-b"]["cosine"]) / 3
+    assert both["cosine"] == pytest.approx(weighted, rel=1e-6)
+
+
 # ----------------------------------------------------------------------------------------------- seg-probe
 def test_seg_probe_learns_an_easy_split_and_repeats_exactly(embedded_backbone, camvid_root):
     # no cache: a cached run reads float16 features and differs from a fresh one in the last digits

@@ -56,6 +56,30 @@ def test_learning_curve_runs_resumes_and_plots(tmp_path, real_photos, capsys):
     assert normed[200]["nmse"] != pytest.approx(cells[1]["nmse"], abs=1e-4)
 
 
+def test_learning_curve_breaks_a_set_down_by_folder(tmp_path, real_photos):
+    """A set spread over sub-folders (DAVIS sequences) gets per-folder means in each cell; they average back to
+    the cell's mean, image-weighted."""
+    lc = _script()
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(REPO / "src" / "wrcup" / "checkpoints" / "wrc-dinov2-s14-imgfocus.safetensors",
+                run / "step-5.safetensors")
+    images = tmp_path / "frames"
+    for sub, photo in (("one", real_photos[0]), ("one", real_photos[1]), ("two", real_photos[2])):
+        (images / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, images / sub / photo.name)
+    out = tmp_path / "curve.json"
+    assert lc.main([str(run), "--set", f"frames={images}:1", "--sizes", "28", "--out", str(out)]) == 0
+    cells = json.loads(out.read_text())["cells"]
+    assert [(c["method"], c["step"]) for c in cells] == [("bilinear", None), ("learned", 5)]
+    for cell in cells:
+        folders = cell["per_folder"]
+        assert {k: v["num_images"] for k, v in folders.items()} == {"one": 2, "two": 1}
+        mean = sum(v["cosine"] * v["num_images"] for v in folders.values()) / 3
+        assert cell["cosine"] == pytest.approx(mean, rel=1e-6)
+        assert folders["one"]["cosine"] != pytest.approx(folders["two"]["cosine"], abs=1e-6)
+
+
 def test_recorded_path_names_the_data_root_not_the_machine(tmp_path):
     lc = _script()
     data = tmp_path / "data"

@@ -2,6 +2,7 @@
 that size."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -49,7 +50,9 @@ def run(extractor: FeatureExtractor, options: FidelityOptions, progress: bool = 
     ``none`` is compared after nearest (replicating) upsampling to the 2× target grid, the other methods
     directly. Returns mean cosine and normalised MSE over images (each image weighs the same) and
     ``target_size`` = s×``size``; numbers of 2× and 4× methods are against different targets (the 4× one is
-    the harder), so compare methods of one scale.
+    the harder), so compare methods of one scale. When the images lie in more than one folder (DAVIS: one per
+    sequence), ``per_folder`` holds the same means for each folder, named by its path below the folders' common
+    parent, so that a change of the overall mean can be traced to the sequences that cause it.
     """
     size = options.size
     factor = max(2, extractor.scale)  # `none` (1×) keeps the 2× target it has always been scored against
@@ -67,6 +70,18 @@ def run(extractor: FeatureExtractor, options: FidelityOptions, progress: bool = 
         if extractor.method == "none":
             pred = F.interpolate(pred, size=target.shape[-2:], mode="nearest")
         per_image.append({k: float(v) for k, v in feature_fidelity(pred.float(), target.float()).items()})
-    keys = per_image[0].keys() if per_image else ()
-    return {"num_images": len(per_image), "input_size": size, "target_size": factor * size,
-            **{k: sum(r[k] for r in per_image) / len(per_image) for k in keys}}
+    result = {"num_images": len(per_image), "input_size": size, "target_size": factor * size, **_means(per_image)}
+    folders = [Path(p).parent for p in options.image_paths]
+    if len(set(folders)) > 1:
+        common = Path(os.path.commonpath([str(f) for f in folders]))
+        groups: dict[str, list[dict]] = {}
+        for folder, row in zip(folders, per_image):
+            groups.setdefault(folder.relative_to(common).as_posix(), []).append(row)
+        result["per_folder"] = {name: {"num_images": len(rows), **_means(rows)} for name, rows in groups.items()}
+    return result
+
+
+def _means(rows: list[dict]) -> dict:
+    """Mean of each statistic over ``rows`` (one dict per image); empty for no rows."""
+    keys = rows[0].keys() if rows else ()
+    return {k: sum(r[k] for r in rows) / len(rows) for k in keys}
