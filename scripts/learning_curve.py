@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Learning curve of a training run: feature fidelity of every kept snapshot, against bilinear.
 
-For each ``step-*.safetensors`` in RUN_DIR (written by ``wrcup train --keep-every N``) and for bilinear, the
-fidelity protocol of ``wrcup eval fidelity`` (cosine and NMSE against the backbone's own features at twice the
-input size) on each named image set at each input size; for a set whose images lie in several folders (DAVIS
-sequences), each cell also holds the means per folder. Results accumulate in OUT (JSON, rewritten atomically
+For each ``step-*.safetensors`` in RUN_DIR (written by ``wrcup train --keep-every N``; with ``--ema``, the
+``step-*.ema.safetensors`` averages too) and for bilinear, the fidelity protocol of ``wrcup eval fidelity`` (cosine
+and NMSE against the backbone's own features at twice the input size) on each named image set at each input size;
+for a set whose images lie in several folders (DAVIS sequences), each cell also holds the means per folder. Results accumulate in OUT (JSON, rewritten atomically
 after every cell, so an interrupted run resumes where it stopped); a PNG plot is drawn next to it.
 
     python scripts/learning_curve.py RUN_DIR --set davis=DAVIS/JPEGImages/480p:10 --set heldout=VAL_DIR:1 \
@@ -22,13 +22,14 @@ import sys
 from pathlib import Path
 
 
-def snapshots(run_dir: Path) -> list[tuple[int, Path]]:
-    """(step, path) of every ``step-<N>.safetensors`` in ``run_dir``, by step."""
+def snapshots(run_dir: Path) -> list[tuple[int, str, Path]]:
+    """(step, weights, path) of every ``step-<N>.safetensors`` (weights ``"trained"``) and, for a run trained with
+    ``--ema``, every ``step-<N>.ema.safetensors`` (weights ``"ema"``, the moving average) in ``run_dir``, by step."""
     found = []
     for path in run_dir.glob("step-*.safetensors"):
-        match = re.fullmatch(r"step-(\d+)\.safetensors", path.name)
+        match = re.fullmatch(r"step-(\d+)(\.ema)?\.safetensors", path.name)
         if match:
-            found.append((int(match.group(1)), path))
+            found.append((int(match.group(1)), "ema" if match.group(2) else "trained", path))
     return sorted(found)
 
 
@@ -67,9 +68,13 @@ def plot(result: dict, png: Path) -> None:
         here = [c for c in cells if c["set"] == name and c["size"] == size]
         for row, (metric, label) in enumerate(metrics):
             ax = axes[row][col]
-            for method in sorted({c["method"] for c in here} - {"bilinear"}):
-                points = sorted((c["step"], c[metric]) for c in here if c["method"] == method)
-                ax.plot(*zip(*points), marker="o", label=method)
+            lines = sorted({(c["method"], c.get("weights", "trained")) for c in here if c["method"] != "bilinear"})
+            for method, weights in lines:
+                points = sorted((c["step"], c[metric]) for c in here
+                                if c["method"] == method and c.get("weights", "trained") == weights)
+                ema = weights == "ema"
+                ax.plot(*zip(*points), marker="s" if ema else "o", linestyle="-." if ema else "-",
+                        label=f"{method} (EMA)" if ema else method)
             bilinear = [c[metric] for c in here if c["method"] == "bilinear"]
             if bilinear:
                 ax.axhline(bilinear[0], color="grey", linestyle="--", label="bilinear")
@@ -113,7 +118,7 @@ def main(argv=None) -> int:
     if not steps:
         raise SystemExit(f"error: no step-*.safetensors in {args.run_dir} (train with --keep-every N)")
     result = json.loads(args.out.read_text()) if args.out.exists() else {"run": str(args.run_dir), "cells": []}
-    done = {(c["method"], c["step"], c["set"], c["size"]) for c in result["cells"]}
+    done = {(c["method"], c.get("weights", "trained"), c["step"], c["set"], c["size"]) for c in result["cells"]}
     images = {name: sorted(list_images(folder))[::every] for name, folder, every in args.sets}
     result["sets"] = {name: {"folder": recorded_path(folder, args.data_root), "every": every, "num_images": len(images[name])}
                       for name, folder, every in args.sets}
@@ -124,9 +129,10 @@ def main(argv=None) -> int:
 
     # bilinear once (step None), then every snapshot in step order
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    jobs = [("bilinear", None, steps[0][1])] + [(m, step, path) for step, path in steps for m in methods]
-    for method, step, path in jobs:
-        todo = [(n, s) for n in images for s in args.sizes if (method, step, n, s) not in done]
+    jobs = [("bilinear", "trained", None, steps[0][2])] + [(m, weights, step, path) for step, weights, path in steps
+                                                             for m in methods]
+    for method, weights, step, path in jobs:
+        todo = [(n, s) for n in images for s in args.sizes if (method, weights, step, n, s) not in done]
         if not todo:
             continue
         backbone, upsampler, _ = load_model(str(path), method)
@@ -135,12 +141,14 @@ def main(argv=None) -> int:
             cell = tasks.fidelity(extractor, images[name], size=size, progress=sys.stderr.isatty())
             row = {"method": method, "step": step, "set": name, "size": size, "cosine": cell["cosine"],
                    "nmse": cell["nmse"], "norm_ratio": cell["norm_ratio"], "num_images": cell["num_images"]}
+            if weights == "ema":  # cells without the field are the trained weights, as before --ema existed
+                row["weights"] = "ema"
             if "per_folder" in cell:  # e.g. DAVIS sequences: which of them move the mean
                 row["per_folder"] = {folder: {k: means[k] for k in ("cosine", "nmse", "num_images")}
                                      for folder, means in cell["per_folder"].items()}
             result["cells"].append(row)
             save()
-            print(f"{method:21s} step {step!s:>6} {name:8s} {size}->{2 * size}: cosine {cell['cosine']:.4f} "
+            print(f"{method + (' (EMA)' if weights == 'ema' else ''):27s} step {step!s:>6} {name:8s} {size}->{2 * size}: cosine {cell['cosine']:.4f} "
                   f"nmse {cell['nmse']:.4f} norm ratio {cell['norm_ratio']:.3f}", flush=True)
     save()
     plot(result, args.out.with_suffix(".png"))

@@ -54,6 +54,14 @@ def test_learning_curve_runs_resumes_and_plots(tmp_path, real_photos, capsys):
     assert [c["method"] for c in third[3:]] == ["learned-bilinear-norm"] * 2 and set(normed) == {200, 1000}
     assert normed[200]["cosine"] == pytest.approx(cells[1]["cosine"], abs=1e-5)
     assert normed[200]["nmse"] != pytest.approx(cells[1]["nmse"], abs=1e-4)
+    # a moving-average snapshot (--ema): its own cells, marked, beside the trained weights' cells of that step
+    shutil.copy(shipped, run / "step-1000.ema.safetensors")
+    assert lc.main(argv) == 0
+    fourth = json.loads(out.read_text())["cells"]
+    assert fourth[:5] == third and len(fourth) == 6
+    assert fourth[5]["weights"] == "ema" and fourth[5]["step"] == 1000 and fourth[5]["method"] == "learned"
+    assert all("weights" not in c for c in fourth[:5])
+    assert fourth[5]["cosine"] == pytest.approx(again[2]["cosine"], abs=1e-6)  # same file contents
 
 
 def test_learning_curve_breaks_a_set_down_by_folder(tmp_path, real_photos):
