@@ -64,6 +64,8 @@ def plot(result: dict, png: Path) -> None:
     metrics = (("cosine", "mean cosine ↑"), ("nmse", "NMSE ↓"))
     fig, axes = plt.subplots(len(metrics), len(series), figsize=(4.2 * len(series), 3.2 * len(metrics)),
                              squeeze=False)
+    methods = sorted({c["method"] for c in cells} - {"bilinear"})
+    colour = {m: f"C{i}" for i, m in enumerate(methods)}  # a method keeps its colour; EMA changes the line style
     for col, (name, size) in enumerate(series):
         here = [c for c in cells if c["set"] == name and c["size"] == size]
         for row, (metric, label) in enumerate(metrics):
@@ -73,8 +75,8 @@ def plot(result: dict, png: Path) -> None:
                 points = sorted((c["step"], c[metric]) for c in here
                                 if c["method"] == method and c.get("weights", "trained") == weights)
                 ema = weights == "ema"
-                ax.plot(*zip(*points), marker="s" if ema else "o", linestyle="-." if ema else "-",
-                        label=f"{method} (EMA)" if ema else method)
+                ax.plot(*zip(*points), color=colour[method], marker="s" if ema else "o",
+                        linestyle="-." if ema else "-", label=f"{method} (EMA)" if ema else method)
             bilinear = [c[metric] for c in here if c["method"] == "bilinear"]
             if bilinear:
                 ax.axhline(bilinear[0], color="grey", linestyle="--", label="bilinear")
@@ -82,8 +84,15 @@ def plot(result: dict, png: Path) -> None:
             ax.set_xlabel("training step")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
-            ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
+    # one legend for all panels, below them, so that no panel's points hide behind it
+    handles, labels = {}, []
+    for ax in axes.flat:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            if text not in handles:
+                handles[text] = handle
+                labels.append(text)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend([handles[t] for t in labels], labels, loc="lower center", ncol=min(len(labels), 6), fontsize="small")
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
