@@ -4,8 +4,9 @@
 For each ``step-*.safetensors`` in RUN_DIR (written by ``wrcup train --keep-every N``; with ``--ema``, the
 ``step-*.ema.safetensors`` averages too) and for bilinear, the fidelity protocol of ``wrcup eval fidelity`` (cosine
 and NMSE against the backbone's own features at twice the input size) on each named image set at each input size;
-for a set whose images lie in several folders (DAVIS sequences), each cell also holds the means per folder. Results accumulate in OUT (JSON, rewritten atomically
-after every cell, so an interrupted run resumes where it stopped); a PNG plot is drawn next to it.
+for a set whose images lie in several folders (DAVIS sequences), each cell also holds the means per folder.
+Results accumulate in OUT (JSON, rewritten atomically after every cell, so an interrupted run resumes where it
+stopped); a PNG plot is drawn next to it.
 
     python scripts/learning_curve.py RUN_DIR --set davis=DAVIS/JPEGImages/480p:10 --set heldout=VAL_DIR:1 \
         --sizes 224 448 --cache FEATURE_CACHE --out docs/results/learning-curve.json
@@ -157,7 +158,8 @@ def main(argv=None) -> int:
                                      for folder, means in cell["per_folder"].items()}
             result["cells"].append(row)
             save()
-            print(f"{method + (' (EMA)' if weights == 'ema' else ''):27s} step {step!s:>6} {name:8s} {size}->{2 * size}: cosine {cell['cosine']:.4f} "
+            label = method + (" (EMA)" if weights == "ema" else "")
+            print(f"{label:27s} step {step!s:>6} {name:8s} {size}->{2 * size}: cosine {cell['cosine']:.4f} "
                   f"nmse {cell['nmse']:.4f} norm ratio {cell['norm_ratio']:.3f}", flush=True)
     save()
     plot(result, args.out.with_suffix(".png"))

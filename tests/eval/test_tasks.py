@@ -141,7 +141,7 @@ def test_fidelity_per_folder_means_equal_runs_on_each_folder_alone(embedded_back
         return tasks.run_task("fidelity", extractor, image_paths=[tmp_path / n for n in names], size=28,
                               progress=False)
 
-    both = fidelity(layout)
+    both = fidelity(list(layout))
     alone = {"seq-a": fidelity(["seq-a/0.jpg", "seq-a/1.jpg"]), "deeper/seq-b": fidelity(["deeper/seq-b/0.jpg"])}
     assert set(both["per_folder"]) == set(alone)
     for name, result in alone.items():
