@@ -34,6 +34,17 @@ def snapshots(run_dir: Path) -> list[tuple[int, str, Path]]:
     return sorted(found)
 
 
+def weights_of(cell: dict) -> str:
+    """``"ema"`` for a cell of a moving-average snapshot, else ``"trained"`` (cells written before ``--ema``
+    existed carry no ``weights`` field)."""
+    return cell.get("weights", "trained")
+
+
+def line_label(method: str, weights: str) -> str:
+    """How the plot's legend and the progress lines name ``method`` on these weights."""
+    return f"{method} (EMA)" if weights == "ema" else method
+
+
 def parse_set(text: str) -> tuple[str, Path, int]:
     try:
         name, rest = text.split("=", 1)
@@ -71,13 +82,13 @@ def plot(result: dict, png: Path) -> None:
         here = [c for c in cells if c["set"] == name and c["size"] == size]
         for row, (metric, label) in enumerate(metrics):
             ax = axes[row][col]
-            lines = sorted({(c["method"], c.get("weights", "trained")) for c in here if c["method"] != "bilinear"})
+            lines = sorted({(c["method"], weights_of(c)) for c in here if c["method"] != "bilinear"})
             for method, weights in lines:
                 points = sorted((c["step"], c[metric]) for c in here
-                                if c["method"] == method and c.get("weights", "trained") == weights)
+                                if c["method"] == method and weights_of(c) == weights)
                 ema = weights == "ema"
                 ax.plot(*zip(*points), color=colour[method], marker="s" if ema else "o",
-                        linestyle="-." if ema else "-", label=f"{method} (EMA)" if ema else method)
+                        linestyle="-." if ema else "-", label=line_label(method, weights))
             bilinear = [c[metric] for c in here if c["method"] == "bilinear"]
             if bilinear:
                 ax.axhline(bilinear[0], color="grey", linestyle="--", label="bilinear")
@@ -128,7 +139,7 @@ def main(argv=None) -> int:
     if not steps:
         raise SystemExit(f"error: no step-*.safetensors in {args.run_dir} (train with --keep-every N)")
     result = json.loads(args.out.read_text()) if args.out.exists() else {"run": str(args.run_dir), "cells": []}
-    done = {(c["method"], c.get("weights", "trained"), c["step"], c["set"], c["size"]) for c in result["cells"]}
+    done = {(c["method"], weights_of(c), c["step"], c["set"], c["size"]) for c in result["cells"]}
     images = {name: sorted(list_images(folder))[::every] for name, folder, every in args.sets}
     result["sets"] = {name: {"folder": recorded_path(folder, args.data_root), "every": every, "num_images": len(images[name])}
                       for name, folder, every in args.sets}
@@ -158,8 +169,7 @@ def main(argv=None) -> int:
                                      for folder, means in cell["per_folder"].items()}
             result["cells"].append(row)
             save()
-            label = method + (" (EMA)" if weights == "ema" else "")
-            print(f"{label:27s} step {step!s:>6} {name:8s} {size}->{2 * size}: cosine {cell['cosine']:.4f} "
+            print(f"{line_label(method, weights):27s} step {step!s:>6} {name:8s} {size}->{2 * size}: cosine {cell['cosine']:.4f} "
                   f"nmse {cell['nmse']:.4f} norm ratio {cell['norm_ratio']:.3f}", flush=True)
     save()
     plot(result, args.out.with_suffix(".png"))

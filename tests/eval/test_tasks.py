@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -129,8 +130,6 @@ def _extractor(backbone, method, upsampler=None, cache=None):
 def test_fidelity_per_folder_means_equal_runs_on_each_folder_alone(embedded_backbone, real_photos, tmp_path):
     """Images in two folders (as DAVIS sequences are): ``per_folder`` holds each folder's means, named below the
     common parent, and they equal the task run on that folder's images alone; the overall mean weighs images."""
-    import shutil
-
     layout = {"seq-a/0.jpg": real_photos[0], "seq-a/1.jpg": real_photos[1], "deeper/seq-b/0.jpg": real_photos[2]}
     for name, src in layout.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
