@@ -13,7 +13,7 @@ seen photos (under-fitting) from what does not carry over to unseen ones (over-f
     python scripts/train_fit.py RUN_DIR --set train=TRAIN_DIR:4 --set heldout=VAL_DIR \
         --models wrc-dinov2-s14-imgfocus --cache CACHE --out train-fit.json
 
-Results accumulate in OUT (JSON, rewritten atomically after every cell; an interrupted run resumes).
+Results accumulate in OUT (JSON, rewritten atomically after each set and scale; an interrupted run resumes).
 """
 from __future__ import annotations
 
@@ -26,22 +26,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from learning_curve import line_label, parse_set, recorded_path, snapshots  # noqa: E402
 
 
-def fit_cosine(upsampler, backbone, source, indices) -> float:
-    """Mean over ``indices`` of the per-pixel mean cosine between ``upsampler``'s output (bilinear when None) for
-    each cached low-res view and its full-view target."""
+def fit_cosines(upsamplers: dict, backbone, source, indices) -> dict:
+    """For each entry of ``upsamplers`` (name → module, or None for bilinear): the mean over ``indices`` of the
+    per-pixel mean cosine between its output for each cached low-res view and that view's full-view target.
+    Each cache entry is read once for all of them."""
     import torch
     import torch.nn.functional as F
 
-    total = 0.0
+    totals = dict.fromkeys(upsamplers, 0.0)
     for i in indices:
         low, z_low, _, _, z_high = source.batch([i], step=0)
+        image = backbone.normalise(low)
         with torch.inference_mode():
-            if upsampler is None:
-                pred = F.interpolate(z_low, scale_factor=2, mode="bilinear", align_corners=False)
-            else:
-                pred = upsampler(backbone.normalise(low), z_low)
-        total += F.cosine_similarity(pred.float(), z_high, dim=1).mean().item()
-    return total / len(indices)
+            for name, upsampler in upsamplers.items():
+                if upsampler is None:
+                    pred = F.interpolate(z_low, scale_factor=2, mode="bilinear", align_corners=False)
+                else:
+                    pred = upsampler(image, z_low)
+                totals[name] += F.cosine_similarity(pred.float(), z_high, dim=1).mean().item()
+    return {name: total / len(indices) for name, total in totals.items()}
 
 
 def main(argv=None) -> int:
@@ -103,17 +106,18 @@ def main(argv=None) -> int:
         result["sets"][name]["num_images"] = len(indices)
         for high_res in cfg.scales():
             scale = f"{high_res // 2}->{high_res}"
+            todo = [job for job in jobs if (job[0], job[1], name, scale) not in done]
+            if not todo:
+                continue
             source = TargetSource(pool, backbone, cfg, "cpu", high_res=high_res)
             source.fill_cache(indices, show_progress=sys.stderr.isatty())
-            for model, step, weights, path in jobs:
-                if (model, step, name, scale) in done:
-                    continue
-                upsampler = None if path is None else bundle(path).upsampler
-                cosine = fit_cosine(upsampler, backbone, source, indices)
+            cosines = fit_cosines({job: None if job[3] is None else bundle(job[3]).upsampler for job in todo},
+                                  backbone, source, indices)
+            for (model, step, weights, _), cosine in cosines.items():
                 result["cells"].append({"model": model, "step": step, "weights": weights, "set": name,
                                         "scale": scale, "cosine": round(cosine, 6), "num_images": len(indices)})
-                save()
                 print(f"{model:27s} step {step!s:>6} {name:8s} {scale}: cosine {cosine:.4f}", flush=True)
+            save()
     save()
     return 0
 
