@@ -156,6 +156,20 @@ def test_position_embeddings_cached_per_grid(imgfocus_backbone):
     assert len(backbone._pos_cache) == 1
 
 
+def test_backbone_loaded_under_inference_mode(imgfocus_backbone, session_cache, monkeypatch):
+    """Weights created inside torch.inference_mode have no version counter; the position cache must not need one."""
+    from wrcup import backbones
+
+    monkeypatch.setenv("WRCUP_CACHE", str(session_cache))
+    images = load_photos(56, 70, count=1)
+    with torch.inference_mode():
+        loaded_inside = backbones.load("dinov2-s14-imgfocus")
+        assert loaded_inside.model.pos_embed.is_inference()
+        features = loaded_inside(images)
+    assert torch.equal(features, imgfocus_backbone(images))
+    assert len(loaded_inside._pos_cache) == 0
+
+
 def test_normalise_uses_the_backbone_statistics_without_resizing(embedded_backbone):
     images = torch.rand(2, 3, 30, 45)
     mean = torch.tensor(embedded_backbone.mean).view(1, 3, 1, 1)

@@ -167,8 +167,9 @@ class Backbone(nn.Module):
         if pos_embed is None:
             return None, None
         n_prefix = 0 if getattr(self.model, "no_embed_class", False) else self.num_prefix_tokens
-        # Keyed by storage and version so moved or reloaded weights are never served stale.
-        if not checking_values():  # traced (torch.compile / export): sizes may be symbolic, no cache
+        # Keyed by storage and version so moved or reloaded weights are never served stale. Weights created under
+        # torch.inference_mode (a model loaded inside it) have no version counter: those are not cached.
+        if not checking_values() or pos_embed.is_inference():  # traced: sizes may be symbolic, no cache
             key, grid = None, None
         else:
             key = (h, w, pos_embed.device, pos_embed.dtype, pos_embed.data_ptr(), pos_embed._version)
