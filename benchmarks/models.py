@@ -3,9 +3,10 @@
 Rows per input size (batch 1, gradients off, as served):
 - ``backbone (dinov2-s14-imgfocus)``;
 - ``upsampler[<operator>]`` for each operator: the 2× network in its training layout (BatchNorm not folded);
-- ``upsampler[wrc-reference+folded-bn]``: what ``wrcup.load()`` serves (residual, BatchNorm folded, hence the
-  fused oneDNN inference convolutions and the factored high-res weight convolution);
-- ``upsampler[wrc-reference+folded-bn, unfused]``: the same network through the plain modules with the direct
+- ``upsampler[<operator>+folded-bn]``: what ``wrcup.load()`` serves, with the default checkpoint's operator
+  (residual, BatchNorm folded, hence the fused oneDNN inference convolutions and the factored high-res weight
+  convolution);
+- ``upsampler[<operator>+folded-bn, unfused]``: the same network through the plain modules with the direct
   high-res convolution (the served path before the fused inference convolutions);
 - ``upsampler[wrc-transcription]``: the training-layout network with its WRC layer replaced by a straightforward
   full-complex-FFT transcription of the authors' formula (tests/ops/oracles.py), what the authors' pure-PyTorch
@@ -38,7 +39,20 @@ from torch import nn  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "ops"))
 OPERATORS = ["bilinear", "transposed", "converse2d", "wrc-reference", "wrc-aligned", "wrc-exact"]
-SERVED, UNFUSED, TRANSCRIPTION = "wrc-reference+folded-bn", "wrc-reference+folded-bn, unfused", "wrc-transcription"
+TRANSCRIPTION = "wrc-transcription"
+
+
+def served_operator() -> str:
+    """The operator of the checkpoint ``wrcup.load()`` serves (its metadata; no weights are read)."""
+    from wrcup.models.bundle import checkpoint_path
+    from wrcup.models.checkpoint import read_metadata
+    from wrcup.models.names import DEFAULT_CHECKPOINT
+
+    return read_metadata(checkpoint_path(DEFAULT_CHECKPOINT))["operator"]
+
+
+SERVED_OPERATOR = served_operator()
+SERVED, UNFUSED = f"{SERVED_OPERATOR}+folded-bn", f"{SERVED_OPERATOR}+folded-bn, unfused"
 
 
 class TranscribedWRC(nn.Module):
@@ -80,7 +94,7 @@ def build_models(backbone, operators):
     models = {}
     for op in operators:
         models[f"upsampler[{op}]"] = build_upsampler(op, backbone.dim, backbone.patch_size).eval()
-    served = build_upsampler("wrc-reference", backbone.dim, backbone.patch_size, residual=True).eval()
+    served = build_upsampler(SERVED_OPERATOR, backbone.dim, backbone.patch_size, residual=True).eval()
     models[f"upsampler[{SERVED}]"] = fold_batchnorm(served)  # what wrcup.load serves
     models[f"upsampler[{UNFUSED}]"] = Unfused(fold_batchnorm(served))
     transcribed = build_upsampler("wrc-reference", backbone.dim, backbone.patch_size).eval()

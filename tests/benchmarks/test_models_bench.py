@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from wrcup.models.bundle import checkpoint_path
+from wrcup.models.checkpoint import read_metadata
+from wrcup.models.names import DEFAULT_CHECKPOINT
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -14,7 +18,8 @@ def test_models_benchmark_quick():
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [line for line in res.stdout.splitlines() if line.startswith("| 56×56 |")]
     names = {r.split("|")[2].strip() for r in rows}
-    assert {"upsampler[wrc-reference+folded-bn]", "upsampler[wrc-reference+folded-bn, unfused]",
+    served = read_metadata(checkpoint_path(DEFAULT_CHECKPOINT))["operator"]  # the default checkpoint's operator
+    assert {f"upsampler[{served}+folded-bn]", f"upsampler[{served}+folded-bn, unfused]",
             "upsampler[wrc-transcription]"} <= names
     assert len(rows) == 10  # the backbone, 6 operators' networks, served, served unfused, transcription
     assert all(float(r.split("|")[3]) > 0 and float(r.split("|")[4]) > 0 for r in rows)

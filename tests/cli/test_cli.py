@@ -147,7 +147,8 @@ def test_bad_point_syntax_exits_with_usage_error(tmp_path, real_photos):
 def test_info_lists_registries(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "wrc-reference" in out and "dinov2-s14-imgfocus" in out and "wrc-dinov2-s14-imgfocus" in out
+    assert "wrc-reference" in out and "dinov2-s14-imgfocus" in out
+    assert "checkpoints: wrc-dinov2-s14-imgfocus, wrc-dinov2-s14-imgfocus-v2 (default)\n" in out
 
 
 def test_train_rejects_unknown_loss_names(tmp_path, capsys):

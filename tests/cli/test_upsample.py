@@ -12,6 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from wrcup.cli.main import main
+from wrcup.models.names import DEFAULT_CHECKPOINT
 
 SMALL = ["--size", "28"]
 
@@ -259,7 +260,7 @@ def test_a_single_image_says_what_is_happening_unless_quiet(tmp_path, real_photo
     photo = _photo(tmp_path / "p.jpg", real_photos)
     assert main(["upsample", str(photo), "--out", str(tmp_path / "o"), "--no-figure", *SMALL]) == 0
     err = capsys.readouterr().err
-    assert "loading model wrc-dinov2-s14-imgfocus" in err and "p.jpg" in err
+    assert f"loading model {DEFAULT_CHECKPOINT} on" in err and "p.jpg" in err
     assert main(["upsample", str(photo), "--out", str(tmp_path / "q"), "--no-figure", "--quiet", *SMALL]) == 0
     captured = capsys.readouterr()
     assert captured.err == "" and "wrote 1 of 1" in captured.out
@@ -280,7 +281,7 @@ def test_metadata_names_the_model_without_quotes(tmp_path, real_photos, fast_loa
     assert main(["upsample", str(photo), "--out", str(tmp_path / "o"), "--no-figure", *SMALL]) == 0
     with safe_open(str(tmp_path / "o" / "p.safetensors"), framework="pt") as f:
         meta = f.metadata()
-    assert meta["model"] == "wrc-dinov2-s14-imgfocus" and meta["image"] == str(photo)
+    assert meta["model"] == DEFAULT_CHECKPOINT and meta["image"] == str(photo)
 
 
 # ------------------------------------------------------------------------------------------ interrupted runs

@@ -10,6 +10,7 @@ import torch
 import wrcup
 from wrcup.models.bundle import SHIPPED_CHECKPOINTS, checkpoint_path
 from wrcup.models.checkpoint import read_metadata
+from wrcup.models.names import DEFAULT_CHECKPOINT, FIRST_CHECKPOINT
 
 REPO_HUBCONF = __import__("pathlib").Path(__file__).resolve().parents[2] / "hubconf.py"
 
@@ -19,12 +20,25 @@ def shipped():
     return wrcup.load()
 
 
-def test_shipped_checkpoint_is_packaged_and_small():
-    path = checkpoint_path("wrc-dinov2-s14-imgfocus")
+@pytest.mark.parametrize("name, operator, steps", [("wrc-dinov2-s14-imgfocus-v2", "wrc-aligned", 5000),
+                                                   ("wrc-dinov2-s14-imgfocus", "wrc-reference", 1400)])
+def test_shipped_checkpoints_are_packaged_and_small(name, operator, steps):
+    path = checkpoint_path(name)
     assert path.stat().st_size < 20e6
     meta = read_metadata(path)
-    assert meta["backbone"] == "dinov2-s14-imgfocus" and meta["operator"] == "wrc-reference"
-    assert meta["dim"] == 384 and meta["patch_size"] == 14 and meta["steps"] > 0
+    assert meta["backbone"] == "dinov2-s14-imgfocus" and meta["operator"] == operator and meta["residual"] is True
+    assert meta["dim"] == 384 and meta["patch_size"] == 14 and meta["steps"] == steps
+
+
+def test_default_is_the_new_checkpoint_and_the_first_still_loads(shipped):
+    assert DEFAULT_CHECKPOINT == "wrc-dinov2-s14-imgfocus-v2" and shipped.metadata["name"] == DEFAULT_CHECKPOINT
+    assert set(SHIPPED_CHECKPOINTS) == {DEFAULT_CHECKPOINT, FIRST_CHECKPOINT}
+    first = wrcup.load(FIRST_CHECKPOINT)
+    assert first.metadata["config"]["name"] == FIRST_CHECKPOINT and first.metadata["operator"] == "wrc-reference"
+    x = torch.rand(1, 3, 56, 56)
+    with torch.inference_mode():
+        new, old = shipped(x), first(x)
+    assert new.shape == old.shape == (1, 384, 8, 8) and not torch.allclose(new, old)
 
 
 def test_default_model_doubles_the_backbone_grid(shipped, real_photos):
@@ -36,7 +50,7 @@ def test_default_model_doubles_the_backbone_grid(shipped, real_photos):
         assert torch.equal(low, shipped.backbone(image))
     assert low.shape == (1, 384, 8, 12) and high.shape == (1, 384, 16, 24)
     assert torch.isfinite(high).all()
-    assert shipped.metadata["operator"] == "wrc-reference"
+    assert shipped.metadata["operator"] == "wrc-aligned"
     # the upsampled features stay in the backbone's feature space: close to the bilinear upsampling
     bil = torch.nn.functional.interpolate(low, scale_factor=2, mode="bilinear", align_corners=False)
     assert torch.nn.functional.cosine_similarity(high, bil, dim=1).mean() > 0.8
@@ -46,10 +60,11 @@ def test_hub_entry_points(shipped):
     spec = importlib.util.spec_from_file_location("hubconf", REPO_HUBCONF)
     hub = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hub)
-    model = hub.wrc_upsampler(str(checkpoint_path("wrc-dinov2-s14-imgfocus")))
+    model = hub.wrc_upsampler(str(checkpoint_path(DEFAULT_CHECKPOINT)))
     x = torch.rand(1, 3, 56, 56)
     with torch.inference_mode():
         torch.testing.assert_close(model(x), shipped(x))
+        torch.testing.assert_close(hub.wrc_dinov2_s14_imgfocus()(x), shipped(x))
     with pytest.raises(ValueError, match="pretrained"):
         hub.wrc_dinov2_s14_imgfocus(pretrained=False)
 
@@ -61,7 +76,6 @@ def test_unknown_name_and_bad_images_give_clear_errors(shipped, tmp_path):
         shipped(torch.rand(1, 4, 56, 56))
     with pytest.raises(ValueError, match="NaN"):
         shipped(torch.full((1, 3, 56, 56), float("nan")))
-    assert set(SHIPPED_CHECKPOINTS) == {"wrc-dinov2-s14-imgfocus"}
 
 
 @pytest.mark.parametrize("images, error, hint", [

@@ -263,12 +263,14 @@ def _add_info(sub) -> None:
 def _run_info(args) -> int:
     from wrcup import backbones, nn
     from wrcup.models.bundle import SHIPPED_CHECKPOINTS
+    from wrcup.models.names import DEFAULT_CHECKPOINT
 
     print("backbones:   " + ", ".join(backbones.list_backbones()))
     print("operators:   " + ", ".join(nn.list_operators()))
     for name in nn.list_operators():
         print(f"  {name}: {nn.operator_entry(name).summary}")
-    print("checkpoints: " + ", ".join(sorted(SHIPPED_CHECKPOINTS)))
+    print("checkpoints: " + ", ".join(f"{name} (default)" if name == DEFAULT_CHECKPOINT else name
+                                      for name in sorted(SHIPPED_CHECKPOINTS)))
     return 0
 
 
