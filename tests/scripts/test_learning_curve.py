@@ -1,21 +1,18 @@
 """scripts/learning_curve.py on one real photo: bilinear and two snapshots, resumed, plotted."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from script_helpers import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("learning_curve", REPO / "scripts" / "learning_curve.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("learning_curve")
 
 
 def test_learning_curve_runs_resumes_and_plots(tmp_path, real_photos, capsys):

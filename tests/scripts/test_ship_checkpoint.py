@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,15 +9,10 @@ import torch
 import wrcup
 from wrcup.models.checkpoint import load_checkpoint, save_checkpoint
 from wrcup.models.upsampler import build_upsampler
-
-REPO = Path(__file__).resolve().parents[2]
-
+from script_helpers import load_script
 
 def _script():
-    spec = importlib.util.spec_from_file_location("ship_checkpoint", REPO / "scripts" / "ship_checkpoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("ship_checkpoint")
 
 
 @pytest.fixture()

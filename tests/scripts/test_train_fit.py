@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -12,16 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from script_helpers import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "src" / "wrcup" / "checkpoints" / "wrc-dinov2-s14-imgfocus.safetensors"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("train_fit", REPO / "scripts" / "train_fit.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_fit")
 
 
 def _direct_cosines(bundle, photo: Path, high_res: int) -> dict:
