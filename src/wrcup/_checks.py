@@ -37,6 +37,17 @@ def checking_values() -> bool:
     return not torch.compiler.is_compiling()
 
 
+def value_key(x: torch.Tensor) -> tuple | None:
+    """What identifies the current values of a weight for an in-memory cache of something derived from it:
+    (device, dtype, storage address, version counter), so moved, reloaded or updated weights never hit a stale
+    entry. None for a tensor created under ``torch.inference_mode`` (a model loaded inside it), which has no
+    version counter: do not cache then.
+    """
+    if x.is_inference():
+        return None
+    return x.device, x.dtype, x.data_ptr(), x._version
+
+
 def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
     """Reject NaN and Inf values (one host-device synchronisation; skipped while compiling or exporting)."""
     if checking_values() and not bool(torch.isfinite(x).all()):

@@ -103,3 +103,16 @@ def test_weights_laid_out_in_inference_mode_serve_no_grad_calls():
     with torch.no_grad():
         again = net(image, feats)
     torch.testing.assert_close(again, first, rtol=0, atol=0)
+
+
+def test_network_created_in_inference_mode_runs_fused_without_caching_layouts(monkeypatch):
+    """Weights made under torch.inference_mode have no version counter: laid out on every call, never cached."""
+    image, feats = inputs(batch=1)
+    with torch.inference_mode():
+        net = folded_network()
+        assert net.head.weight.is_inference()
+        fused = net(image, feats)
+        assert net.head not in U._PACKED_WEIGHTS
+        monkeypatch.setattr(U, "_FUSED_CONV", False)
+        plain = net(image, feats)
+    assert relative_error(fused, plain) < 1e-6

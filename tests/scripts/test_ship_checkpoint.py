@@ -11,6 +11,7 @@ from wrcup.models.checkpoint import load_checkpoint, save_checkpoint
 from wrcup.models.upsampler import build_upsampler
 from script_helpers import load_script
 
+
 def _script():
     return load_script("ship_checkpoint")
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_images, checking_values
+from .._checks import check_images, checking_values, value_key
 from .._io import file_sha256
 from ..data.prep import grid_shape, prepare_images
 
@@ -167,12 +167,11 @@ class Backbone(nn.Module):
         if pos_embed is None:
             return None, None
         n_prefix = 0 if getattr(self.model, "no_embed_class", False) else self.num_prefix_tokens
-        # Keyed by storage and version so moved or reloaded weights are never served stale. Weights created under
-        # torch.inference_mode (a model loaded inside it) have no version counter: those are not cached.
-        if not checking_values() or pos_embed.is_inference():  # traced: sizes may be symbolic, no cache
+        weights = value_key(pos_embed) if checking_values() else None  # traced: sizes may be symbolic, no cache
+        if weights is None:
             key, grid = None, None
         else:
-            key = (h, w, pos_embed.device, pos_embed.dtype, pos_embed.data_ptr(), pos_embed._version)
+            key = (h, w, *weights)
             grid = self._pos_cache.get(key)
         if grid is None:
             stored = getattr(self.model.patch_embed, "grid_size", None)

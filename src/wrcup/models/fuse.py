@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .._checks import value_key
+
 
 def _fold(parent: nn.Module, conv_name: str, bn_name: str) -> None:
     setattr(parent, conv_name, fuse_conv_bn_eval(getattr(parent, conv_name), getattr(parent, bn_name)))
@@ -66,16 +68,13 @@ def fused_inference(x: torch.Tensor) -> bool:
 
 def _packed_weight(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``conv.weight`` in oneDNN's layout for input shape ``x.shape``, cached until the weight changes."""
-    weight = conv.weight
-    try:
-        key = (weight.data_ptr(), weight._version, tuple(x.shape))
-    except RuntimeError:  # an inference-mode tensor has no version counter: lay it out on every call
-        key = None
+    weights = value_key(conv.weight)  # None (no version counter): lay it out on every call
+    key = None if weights is None else (*weights, tuple(x.shape))
     hit = _PACKED_WEIGHTS.get(conv)
     if key is not None and hit is not None and hit[0] == key:
         return hit[1]
     packed = torch.ops.mkldnn._reorder_convolution_weight(
-        weight, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(x.shape))
+        conv.weight, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(x.shape))
     if key is not None:
         _PACKED_WEIGHTS[conv] = (key, packed)
     return packed
