@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STATUS = re.compile(r"backbone ([\d.]+) s, upsampling ([\d.]+) s \(learned passes ([\d.]+) s, bilinear growth and "
+STATUS = re.compile(r"backbone ([\d.]+) s, upsampling ([\d.]+) s \(learned passes ([\d.]+) s, (?:bilinear|guided) growth and "
                     r"writing ([\d.]+) s: growth ([\d.]+) s, waiting for the writer ([\d.]+) s, writer busy ([\d.]+) s\)")
 FIELDS = ("backbone_s", "upsampling_s", "learned_passes_s", "growth_and_writing_s", "growth_s", "wait_s",
           "writer_busy_s")

@@ -16,7 +16,10 @@ Routes:
     learned-under+bilinear  (s not a power of 2) the passes that stay below the target, then bilinear UP;
     learned-no-antialias    (s not a power of 2) like ``learned`` but the final shrink without antialiasing;
     learned-patch-p-guide   (--variants, s > 2) pass i guided by the input image resized ×2^i at the trained patch p;
-    learned-bilinear-norm   ``learned`` with output_norm="bilinear" in every pass (:mod:`wrcup.models.output_norm`).
+    learned-bilinear-norm   ``learned`` with output_norm="bilinear" in every pass (:mod:`wrcup.models.output_norm`);
+    learned-1pass+guided    (s > 2) one trained pass, then :func:`wrcup.ops.guided_upsample` guided by the image
+                            (the last step of ``--to-image --final-step guided``; compare learned-1pass+bilinear);
+    learned-2pass+bilinear / learned-2pass+guided   (s > 4) the same after two passes.
 
     python benchmarks/output_size.py $DATA/davis2016-dev/JPEGImages/480p --every 20 --scales 2,4
     python benchmarks/output_size.py … --scales 8 --limit 4 --variants --out benchmarks/results/output_size_8x.json
@@ -88,6 +91,7 @@ def main(argv=None) -> int:
     from wrcup.models.bundle import upsample_to_size
     from wrcup.models.output_norm import with_output_norm
     from wrcup.models.sizing import plan_passes, resize_features
+    from wrcup.ops import guided_upsample
 
     paths = _image_list(args.images, args.every)
     if args.limit is not None and len(paths) > args.limit:
@@ -136,6 +140,12 @@ def main(argv=None) -> int:
                 }
                 if s > 2 and not (2**passes != s and passes == 2):   # (for 3× that is the "under" route)
                     routes["learned-1pass+bilinear"] = lambda: resize_features(up(norm, low), size)
+                if s > 2:
+                    routes["learned-1pass+guided"] = lambda: guided_upsample(up(norm, low), image[None], size)
+                if s > 4:
+                    routes["learned-2pass+bilinear"] = lambda: resize_features(upsample(norm, low, [up] * 2), size)
+                    routes["learned-2pass+guided"] = lambda: guided_upsample(upsample(norm, low, [up] * 2),
+                                                                             image[None], size)
                 if 2**passes != s:
                     routes["learned-under+bilinear"] = lambda: resize_features(
                         upsample(norm, low, [up] * (passes - 1)) if passes > 1 else low, size)

@@ -143,6 +143,37 @@ def test_to_image_max_side_caps_the_long_side(tmp_path, real_photos, fast_load, 
     assert "features 60×40" in capsys.readouterr().err  # W×H, like every status line
 
 
+def test_to_image_guided_final_step_is_guided_upsample_with_the_photo(tmp_path, real_photos, fast_load):
+    """--final-step guided (the default) writes guided_upsample of the learned grid with the photo itself as the
+    guide (so guide and features cover the same field); --final-step bilinear writes the plain growth."""
+    import wrcup
+    from wrcup.data.images import load_image
+    from wrcup.data.prep import prepare_images
+    from wrcup.models.tiling import learned_grid, learned_passes_to_guidance
+    from wrcup.ops import guided_upsample
+
+    photo = _photo(tmp_path / "p.png", real_photos, 0, size=(150, 100))
+    for step in ("guided", "bilinear"):
+        assert main(["upsample", str(photo), "--out", str(tmp_path / step), "--to-image", "--final-step", step,
+                     "--no-figure", "--quiet", *SMALL]) == 0
+    guided, bilinear = (np.load(tmp_path / step / "p.npy").astype(np.float64) for step in ("guided", "bilinear"))
+    model = wrcup.load()
+    image = load_image(photo)
+    x = prepare_images(image[None], model.backbone.patch_size, 28, None, model.upsampler.min_grid)
+    with torch.inference_mode():
+        norm, low = model.encode(x)
+        grid = learned_grid(model.upsampler, norm, low, (100, 150),
+                            learned_passes=learned_passes_to_guidance(low.shape[-2:], x.shape[-2:]))
+    expected = guided_upsample(grid.double(), image[None].double(), (100, 150))[0].numpy()
+    ulp = np.spacing(np.abs(expected).astype(np.float16)).astype(np.float64)
+    # float16 rounding, plus float32 arithmetic in 3×3 solves whose condition number is at most
+    # (3/4 + eps) / eps ≈ 750 for colours in [0, 1] and eps = 1e-3: 750 · 2⁻²⁴ ≈ 5e-5 of the scale
+    assert (np.abs(guided - expected) <= 0.5 * ulp + 1e-4 * np.abs(expected).max()).all()
+    grown = torch.nn.functional.interpolate(grid.double(), size=(100, 150), mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(bilinear, grown[0].numpy(), rtol=1e-3, atol=1e-3 * float(grown.abs().max()))
+    assert np.abs(guided - bilinear).max() > 0.05 * np.abs(bilinear).max()
+
+
 # ------------------------------------------------------------------------------------------ bad flags
 @pytest.mark.parametrize("argv, words", [
     (["--device", "gpu"], ["--device", "'gpu'", "cpu", "cuda"]),

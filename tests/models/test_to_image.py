@@ -100,3 +100,46 @@ def test_a_failing_write_raises_its_error(shipped, small_photo):
     with pytest.raises(OSError, match="No space"), torch.inference_mode():
         write_features_npy(Full(), shipped.upsampler, image, features, (60, 80), learned_passes=passes,
                            chunk_bytes=2 * 60 * 80)
+
+
+def _guide_image(shipped, small_photo, size):
+    """The photo in [0, 1] at the output size (what the CLI passes as the guide)."""
+    image, _, _ = small_photo
+    mean = torch.tensor(shipped.backbone.mean).view(1, 3, 1, 1)
+    std = torch.tensor(shipped.backbone.std).view(1, 3, 1, 1)
+    photo = image * std + mean
+    return F.interpolate(photo.clamp(0, 1), size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def test_guided_growth_equals_guided_upsample_for_every_chunking(shipped, small_photo):
+    """The guided final step, chunk by chunk, against :func:`wrcup.ops.guided_upsample` of the learned grid in
+    float64: float16 rounding (half a unit in the last place) plus float32 arithmetic."""
+    from wrcup.ops import guided_upsample
+
+    image, features, passes = small_photo
+    size = (101, 135)
+    guide = _guide_image(shipped, small_photo, size)
+    with torch.inference_mode():
+        grid = learned_grid(shipped.upsampler, image, features, size, learned_passes=passes)
+    oracle = guided_upsample(grid.double(), guide.double()[None], size)[0].numpy()
+    bilinear = F.interpolate(grid.double(), size=size, mode="bilinear", align_corners=False)[0].numpy()
+    files = []
+    for chunk_bytes in (64 * 2**20, 2 * 135 * 37):
+        written, done = _write(shipped, small_photo, size, chunk_bytes=chunk_bytes, figure_side=32,
+                               final_step="guided", guide_image=guide)
+        assert written.dtype == np.float16 and written.shape == (384, *size)
+        np.testing.assert_array_equal(done.reduced.numpy(), written[:, ::done.k, ::done.k])
+        files.append(written)
+    np.testing.assert_array_equal(files[0], files[1])
+    ulp = np.spacing(np.abs(oracle).astype(np.float16)).astype(np.float64)
+    err = np.abs(files[0].astype(np.float64) - oracle) - 0.5 * ulp
+    assert (err <= 1e-5 * np.abs(oracle).max()).all()
+    assert np.abs(oracle - bilinear).max() > 0.1 * np.abs(oracle).max()   # the guided step is not the bilinear one
+
+
+@pytest.mark.parametrize("kw, match", [({"final_step": "guided"}, "needs guide_image"),
+                                       ({"final_step": "guided", "guide_image": torch.rand(3, 10, 10)}, "guide_image must be"),
+                                       ({"final_step": "nearest"}, "final_step")])
+def test_guided_growth_arguments_are_checked(shipped, small_photo, kw, match):
+    with pytest.raises(ValueError, match=match):
+        _write(shipped, small_photo, (60, 80), **kw)

@@ -44,6 +44,11 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
     H0, W0 = image.shape[-2:]
     target = image_output_size((H0, W0), args.max_side)
     x = backbone_input(image, model, args, device, report, job.image.name)
+    guide_image = None
+    if args.final_step == "guided":  # the photo at the output size guides the last step
+        guide_image = torch.nn.functional.interpolate(image.reshape(1, *image.shape[-3:]).float(), size=target,
+                                                      mode="bilinear", align_corners=False, antialias=True)[0]
+        guide_image = guide_image.clamp_(0, 1).to(x.device)
     del image
     H, W = x.shape[-2:]
     bar.set_postfix_str(f"{job.image.name} {W0}×{H0} → {W}×{H} → features {target[1]}×{target[0]}", refresh=True)
@@ -56,11 +61,12 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
             with open(tmp, "wb") as f:
                 done = write_features_npy(f, model.upsampler, guide, low, target,
                                           max_memory=args.max_memory, figure_side=FIGURE_SIDE,
-                                          learned_passes=learned_passes_to_guidance(low.shape[-2:], (H, W)))
+                                          learned_passes=learned_passes_to_guidance(low.shape[-2:], (H, W)),
+                                          final_step=args.final_step, guide_image=guide_image)
             t2 = time.perf_counter()
             report.status(f"{job.image.name}: features {target[1]}×{target[0]} (float16 .npy); backbone "
                           f"{t1 - t0:.2f} s, upsampling {t2 - t1:.2f} s (learned passes {done.learned_s:.2f} s, "
-                          f"bilinear growth and writing {t2 - t1 - done.learned_s:.2f} s: growth {done.growth_s:.2f} "
+                          f"{args.final_step} growth and writing {t2 - t1 - done.learned_s:.2f} s: growth {done.growth_s:.2f} "
                           f"s, waiting for the writer {done.wait_s:.2f} s, writer busy {done.write_s:.2f} s)")
         written.append(job.features)
         if job.figure is not None:

@@ -77,12 +77,17 @@ def add_parser(sub) -> None:
                            f"{MAX_IMAGE_SIDE} (aspect kept), written as OUT/<name>.npy instead of .safetensors: "
                            "float16, shape dim×H×W, produced band by band and never held whole in memory. The "
                            "upsampler's passes stop at the grid that reaches a quarter of the image fed to the "
-                           "backbone (the resolution of its image guidance); the rest is bilinear. The backbone "
+                           "backbone (the resolution of its image guidance); the rest is --final-step. The backbone "
                            "features are not in this file")
     p.add_argument("--max-side", type=int, default=MAX_IMAGE_SIDE,
                    help="--to-image: the cap on the long side of the features written (aspect kept; a smaller "
                         "photo keeps its size). The time and the file grow with its square: 2048 → 1536×2048 "
                         "for a 4:3 photo, 2.4 GB at dim 384 (default: %(default)s)")
+    p.add_argument("--final-step", choices=["guided", "bilinear"], default="guided",
+                   help="--to-image: the growth from the last learned grid to the output size. guided: the "
+                        "features as a local affine function of the photo's colour on that grid, applied to the "
+                        "photo at full resolution, so that feature edges follow the photo's edges; bilinear: plain "
+                        "bilinear enlargement (faster) (default: %(default)s)")
     p.add_argument("--max-memory", default="4G",
                    help="working-memory budget, e.g. 4G or 512M: upsampler passes over it run on overlapping "
                         "tiles (default: %(default)s)")

@@ -6,6 +6,11 @@ channels when one fits, else rows of one channel), so every chunk is one sequent
 (:func:`~wrcup.models.tiling.grow_bilinear`) writes float16 straight into one of two preallocated buffers while a
 writer thread writes the other to the file: computing and writing overlap, and no large buffer is allocated
 twice (on a loaded machine a fresh 2.4 GB costs as much page-fault time as the arithmetic).
+
+The growth is either plain bilinear (``final_step="bilinear"``) or image-guided (``"guided"``, the default of
+``--to-image``): :mod:`wrcup.ops.guided` fits, on the learned grid, the features as a local affine function of the
+photo's colour, and the chunk is that function's coefficients grown bilinearly and applied to the photo at the
+output resolution, so feature edges follow the photo's edges instead of spreading over the growth factor.
 """
 from __future__ import annotations
 
@@ -19,11 +24,13 @@ import torch
 
 from .tiling import DEFAULT_MAX_MEMORY, DEFAULT_OVERLAP, RESERVED_BYTES, grow_bilinear, grow_scratch_bytes, learned_grid
 
-__all__ = ["CHUNK_BYTES", "plan_chunks", "npy_header", "ToImageResult", "write_features_npy"]
+__all__ = ["CHUNK_BYTES", "FINAL_STEPS", "plan_chunks", "npy_header", "ToImageResult", "write_features_npy"]
 
 # Bytes of float16 output per chunk (two such buffers are held): large enough that per-call overheads vanish,
 # small enough that computing one chunk overlaps writing the previous one.
 CHUNK_BYTES = 64 * 2**20
+# How the last (non-learned) growth to the output size is made.
+FINAL_STEPS = ("guided", "bilinear")
 
 
 def plan_chunks(shape: Sequence[int], chunk_bytes: int = CHUNK_BYTES, itemsize: int = 2) -> list[tuple[int, int, int, int]]:
@@ -69,7 +76,8 @@ class ToImageResult:
 
 def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: torch.Tensor, size: Sequence[int], *,
                        max_memory: int = DEFAULT_MAX_MEMORY, learned_passes: int | None = None, figure_side: int = 512,
-                       overlap: int = DEFAULT_OVERLAP, chunk_bytes: int = CHUNK_BYTES) -> ToImageResult:
+                       overlap: int = DEFAULT_OVERLAP, chunk_bytes: int = CHUNK_BYTES, final_step: str = "bilinear",
+                       guide_image: torch.Tensor | None = None) -> ToImageResult:
     """Write the upsampled features of one image as a float16 .npy of shape C×H×W into the open file ``f`` (at its
     current position, sequentially) and return a :class:`ToImageResult`.
 
@@ -78,12 +86,27 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
     Memory: the learned passes within ``max_memory`` as in :func:`~wrcup.models.tiling.learned_grid`; then about
     ``chunk_bytes`` (less when the budget is small) for one chunk and the growth's scratch, one more chunk being
     written, and the reduced copy.
+
+    ``final_step``: ``"bilinear"`` (the values above) or ``"guided"``, which needs ``guide_image``, the photo as
+    3×H×W (the output size) in [0, 1]: the growth is then :func:`wrcup.ops.guided.guided_upsample`'s, computed
+    chunk by chunk (equal to it to within float32 rounding, before the float16 rounding). The guided chunks need
+    two float32 working copies, so they are about a fifth of the bilinear ones.
     """
+    from .._checks import check_choice, check_tensor
+    from ..ops.guided import GUIDED_EPS, GUIDED_RADIUS, guided_coefficients
     from .sizing import resize_features
+
+    check_choice(final_step, "final_step", FINAL_STEPS)
 
     if features.shape[0] != 1:
         raise ValueError(f"features must hold one image (1×C×h×w), got shape {tuple(features.shape)}")
     H, W = int(size[0]), int(size[1])
+    if final_step == "guided":
+        if guide_image is None:
+            raise ValueError('final_step="guided" needs guide_image, the photo as 3×H×W in [0, 1] at the output size')
+        check_tensor(guide_image, "guide_image", 3)
+        if tuple(guide_image.shape) != (3, H, W):
+            raise ValueError(f"guide_image must be 3×{H}×{W} (RGB at the output size), got {tuple(guide_image.shape)}")
     t0 = time.perf_counter()
     x = learned_grid(upsampler, image, features, (H, W), max_memory, learned_passes, overlap)
     grid = (int(x.shape[-2]), int(x.shape[-1]))
@@ -95,11 +118,17 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
 
     budget = max(max_memory - RESERVED_BYTES, 0)
     grows = tuple(x.shape[-2:]) != (H, W)
+    guided = grows and final_step == "guided"
+    if guided:
+        guide = guide_image.to(device=x.device, dtype=x.dtype)
+        low = torch.nn.functional.interpolate(guide[None], size=tuple(x.shape[-2:]), mode="bilinear",
+                                              align_corners=False, antialias=True)
+        coef_a, coef_b = (t[0] for t in guided_coefficients(x[None], low, GUIDED_RADIUS, GUIDED_EPS))
     chunk_bytes = max(min(chunk_bytes, budget // 4), 2 * W)
-    if grows:  # the growth's scratch counts against the chunk: shrink the output part in proportion
+    if grows:  # the growth's scratch (and the guided working copies) count against the chunk: shrink it in proportion
         per_channel = 2 * H * W
-        chunk_bytes = max(2 * W, chunk_bytes * per_channel // (per_channel + grow_scratch_bytes((1, *x.shape[-2:]),
-                                                                                               (H, W), H)))
+        extra = grow_scratch_bytes((1, *x.shape[-2:]), (H, W), H) + (2 * 4 * H * W if guided else 0)
+        chunk_bytes = max(2 * W, chunk_bytes * per_channel // (per_channel + extra))
     chunks = plan_chunks((C, H, W), chunk_bytes)
     cap = max((c1 - c0) * (r1 - r0) * W for c0, c1, r0, r1 in chunks)
     buffers = [torch.empty(cap, dtype=torch.float16) for _ in range(min(2, len(chunks)))]
@@ -111,6 +140,8 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
         c0, c1, r0, r1 = chunks[0]
         scratch = torch.empty(grow_scratch_bytes((c1 - c0, *x.shape[-2:]), (H, W), r1 - r0), dtype=torch.uint8,
                               device=x.device)
+    if guided:  # float32 working copies: the sum being built and one grown coefficient map
+        acc_buf, grow_buf = (torch.empty(cap, dtype=x.dtype, device=x.device) for _ in range(2))
     k = -(-max(H, W) // figure_side)
     reduced = torch.zeros(C, -(-H // k), -(-W // k))
 
@@ -134,7 +165,15 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
             n = (c1 - c0) * (r1 - r0) * W
             out = buffers[i % 2][:n].view(c1 - c0, r1 - r0, W)
             target = out if on_host else work[:n].view(c1 - c0, r1 - r0, W)
-            if grows:
+            if guided:
+                shape = (c1 - c0, r1 - r0, W)
+                acc, grown = acc_buf[:n].view(shape), grow_buf[:n].view(shape)
+                grow_bilinear(coef_b[c0:c1], (H, W), acc, (r0, r1), scratch)
+                for i in range(3):
+                    grow_bilinear(coef_a[c0:c1, i], (H, W), grown, (r0, r1), scratch)
+                    acc.addcmul_(grown, guide[i:i + 1, r0:r1])
+                target.copy_(acc)
+            elif grows:
                 grow_bilinear(x[c0:c1], (H, W), target, (r0, r1), scratch)
             else:
                 target.copy_(x[c0:c1, r0:r1])
