@@ -90,7 +90,9 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
     ``final_step``: ``"bilinear"`` (the values above) or ``"guided"``, which needs ``guide_image``, the photo as
     3×H×W (the output size) in [0, 1]: the growth is then :func:`wrcup.ops.guided.guided_upsample`'s, computed
     chunk by chunk (equal to it to within float32 rounding, before the float16 rounding). The guided chunks need
-    two float32 working copies, so they are about a fifth of the bilinear ones.
+    two float32 working copies, so they are about a fifth of the bilinear ones; the coefficients (three slopes and an
+    intercept per channel on the learned grid) and their intermediates are held whole: several times the learned
+    grid's features.
     """
     from .._checks import check_choice, check_tensor
     from ..ops.guided import GUIDED_EPS, GUIDED_RADIUS, guided_coefficients
@@ -120,8 +122,8 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
     grows = tuple(x.shape[-2:]) != (H, W)
     guided = grows and final_step == "guided"
     if guided:
-        guide = guide_image.to(device=x.device, dtype=x.dtype)
-        low = torch.nn.functional.interpolate(guide[None], size=tuple(x.shape[-2:]), mode="bilinear",
+        photo = guide_image.to(device=x.device, dtype=x.dtype)
+        low = torch.nn.functional.interpolate(photo[None], size=tuple(x.shape[-2:]), mode="bilinear",
                                               align_corners=False, antialias=True)
         coef_a, coef_b = (t[0] for t in guided_coefficients(x[None], low, GUIDED_RADIUS, GUIDED_EPS))
     chunk_bytes = max(min(chunk_bytes, budget // 4), 2 * W)
@@ -169,9 +171,9 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
                 shape = (c1 - c0, r1 - r0, W)
                 acc, grown = acc_buf[:n].view(shape), grow_buf[:n].view(shape)
                 grow_bilinear(coef_b[c0:c1], (H, W), acc, (r0, r1), scratch)
-                for i in range(3):
-                    grow_bilinear(coef_a[c0:c1, i], (H, W), grown, (r0, r1), scratch)
-                    acc.addcmul_(grown, guide[i:i + 1, r0:r1])
+                for colour in range(3):
+                    grow_bilinear(coef_a[c0:c1, colour], (H, W), grown, (r0, r1), scratch)
+                    acc.addcmul_(grown, photo[colour:colour + 1, r0:r1])
                 target.copy_(acc)
             elif grows:
                 grow_bilinear(x[c0:c1], (H, W), target, (r0, r1), scratch)
