@@ -64,7 +64,8 @@ def test_upsample_scale_and_to_image(tmp_path, real_photos, tiny_checkpoint):
 
     photo = real_photos[0]
     pixels = load_image(photo)
-    for flags, name in ((["--scale", "4"], "x4"), (["--to-image"], "image")):
+    # the plain last step here (upsample_bounded's); the guided default: tests/cli/test_upsample.py
+    for flags, name in ((["--scale", "4"], "x4"), (["--to-image", "--final-step", "bilinear"], "image")):
         assert main(["upsample", str(photo), "--out", str(tmp_path / name), "--model", str(tiny_checkpoint),
                      "--size", "100", *flags]) == 0
     x4 = load_file(str(tmp_path / "x4" / f"{photo.stem}.safetensors"))
