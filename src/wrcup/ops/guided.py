@@ -22,7 +22,7 @@ from .._checks import check_tensor
 
 __all__ = ["guided_coefficients", "apply_guided", "guided_upsample", "GUIDED_RADIUS", "GUIDED_EPS"]
 
-# Chosen on the DAVIS dev frames (docs/RESULTS.md, "Image-guided last step"): a colour guide, 3×3 windows, eps 1e-3
+# Chosen on the DAVIS dev frames (docs/RESULTS.md, "The last step to pixel resolution"): a colour guide, 3×3 windows, eps 1e-3
 # on [0, 1] colours.
 GUIDED_RADIUS = 1
 GUIDED_EPS = 1e-3
