@@ -97,6 +97,17 @@ def test_guided_upsample_gradcheck():
     assert torch.autograd.gradcheck(lambda f: guided_upsample(f, image, eps=1e-2), (features,))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_features_are_fitted_in_float32(dtype):
+    g = torch.Generator().manual_seed(5)
+    features = torch.randn(1, 4, 4, 6, generator=g).to(dtype)
+    image = torch.rand(1, 3, 28, 42, generator=g)
+    out = guided_upsample(features, image)
+    assert out.dtype == dtype
+    expected = guided_upsample(features.float(), image)
+    torch.testing.assert_close(out, expected.to(dtype), rtol=0, atol=0)
+
+
 def test_guided_upsample_default_size_and_explicit_size():
     features = torch.randn(2, 4, 4, 6)
     image = torch.rand(2, 3, 56, 84)
@@ -111,6 +122,8 @@ def test_guided_upsample_default_size_and_explicit_size():
     (lambda f, i: guided_upsample(f, i, radius=-1), "radius"),
     (lambda f, i: guided_upsample(f, i, eps=0), "eps"),
     (lambda f, i: guided_coefficients(f, i), "guide must be"),
+    (lambda f, i: guided_upsample(f.index_fill(3, torch.tensor([2]), float("nan")), i), "features"),
+    (lambda f, i: guided_upsample(f, i.index_fill(3, torch.tensor([5]), float("inf"))), "image"),
 ])
 def test_bad_arguments_are_named(call, match):
     with pytest.raises((ValueError, TypeError), match=match):

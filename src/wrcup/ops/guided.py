@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_tensor
+from .._checks import check_finite, check_tensor
 
 __all__ = ["guided_coefficients", "apply_guided", "guided_upsample", "GUIDED_RADIUS", "GUIDED_EPS"]
 
@@ -93,10 +93,13 @@ def guided_upsample(features: torch.Tensor, image: torch.Tensor, size: Sequence[
     antialiasing to the grid for the coefficients and to the output for their application).
 
     ``size`` defaults to the image's own size. The output size must be at least the grid's in both directions
-    (this is an enlargement; shrink with :func:`wrcup.models.sizing.resize_features`).
+    (this is an enlargement; shrink with :func:`wrcup.models.sizing.resize_features`). float16 and bfloat16
+    features are fitted in float32 and the result returned in their dtype.
     """
     check_tensor(features, "features", 4)
     check_tensor(image, "image", 4)
+    check_finite(features, "features")
+    check_finite(image, "image")
     if image.shape[0] != features.shape[0]:
         raise ValueError(f"image and features must have the same batch size, got image {tuple(image.shape)} and "
                          f"features {tuple(features.shape)}")
@@ -104,6 +107,8 @@ def guided_upsample(features: torch.Tensor, image: torch.Tensor, size: Sequence[
     h, w = features.shape[-2:]
     if H < h or W < w:
         raise ValueError(f"size {H}×{W} is smaller than the features' grid {h}×{w}: guided_upsample only enlarges")
+    if features.dtype not in (torch.float32, torch.float64):  # float16 / bfloat16: fitted in float32, returned as given
+        return guided_upsample(features.float(), image.float(), (H, W), radius, eps).to(features.dtype)
     image = image.to(features.dtype)
     low = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
     a, b = guided_coefficients(features, low, radius, eps)
