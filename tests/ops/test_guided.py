@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wrcup.ops.guided import apply_guided, guided_coefficients, guided_upsample
+from wrcup.ops.guided import apply_guided, fit_guided, guided_coefficients, guided_upsample
 
 
 def _oracle_coefficients(p: torch.Tensor, guide: torch.Tensor, radius: int, eps: float):
@@ -78,6 +78,19 @@ def test_features_linear_in_the_guide_are_reproduced_at_full_resolution():
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
     bilinear = F.interpolate(features, size=(24, 32), mode="bilinear", align_corners=False)
     assert (bilinear - expected).abs().max() > 0.1  # the test can tell the two apart
+
+
+def test_fit_in_channel_blocks_equals_the_whole_fit():
+    """fit_guided: the image resized to the grid (antialiased) as the guide, channels fitted in blocks; the blocks
+    (3 channels, not dividing 8) change nothing, since every channel's fit is its own."""
+    g = torch.Generator().manual_seed(6)
+    features = torch.randn(2, 8, 5, 7, generator=g, dtype=torch.float64)
+    image = torch.rand(2, 3, 35, 49, generator=g, dtype=torch.float64)
+    low = F.interpolate(image, size=(5, 7), mode="bilinear", align_corners=False, antialias=True)
+    a, b = guided_coefficients(features, low, 1, 1e-3)
+    a3, b3 = fit_guided(features, image, 1, 1e-3, block=3)
+    torch.testing.assert_close(a3, a, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(b3, b, rtol=1e-12, atol=1e-12)
 
 
 def test_apply_guided_is_the_per_pixel_affine_map():

@@ -46,7 +46,7 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
     x = backbone_input(image, model, args, device, report, job.image.name)
     guide_image = None
     if args.final_step == "guided":  # the photo at the output size guides the last step
-        guide_image = torch.nn.functional.interpolate(image.reshape(1, *image.shape[-3:]).float(), size=target,
+        guide_image = torch.nn.functional.interpolate(image[None].float(), size=target,
                                                       mode="bilinear", align_corners=False, antialias=True)[0]
         guide_image = guide_image.clamp_(0, 1).to(x.device)
     del image

@@ -31,8 +31,6 @@ __all__ = ["CHUNK_BYTES", "FINAL_STEPS", "plan_chunks", "npy_header", "ToImageRe
 CHUNK_BYTES = 64 * 2**20
 # How the last (non-learned) growth to the output size is made.
 FINAL_STEPS = ("guided", "bilinear")
-# Channels per block when fitting the guided step's coefficients.
-GUIDED_BLOCK = 32
 
 
 def plan_chunks(shape: Sequence[int], chunk_bytes: int = CHUNK_BYTES, itemsize: int = 2) -> list[tuple[int, int, int, int]]:
@@ -94,10 +92,10 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
     chunk by chunk (equal to it to within float32 rounding, before the float16 rounding). The guided chunks need
     two float32 working copies, so they are about a fifth of the bilinear ones; the coefficients (three slopes and an
     intercept per channel on the learned grid) are held whole, 4× the learned grid's features, and fitted in
-    blocks of :data:`GUIDED_BLOCK` channels.
+    blocks of channels (:func:`wrcup.ops.guided.fit_guided`).
     """
     from .._checks import check_choice, check_tensor
-    from ..ops.guided import GUIDED_EPS, GUIDED_RADIUS, guided_coefficients
+    from ..ops.guided import fit_guided
     from .sizing import resize_features
 
     check_choice(final_step, "final_step", FINAL_STEPS)
@@ -125,14 +123,7 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
     guided = grows and final_step == "guided"
     if guided:
         photo = guide_image.to(device=x.device, dtype=x.dtype)
-        low = torch.nn.functional.interpolate(photo[None], size=tuple(x.shape[-2:]), mode="bilinear",
-                                              align_corners=False, antialias=True)
-        # in blocks of channels: the fit's intermediates then stay a few blocks' size, the coefficients 4·C maps
-        coef_a = x.new_empty(C, 3, *x.shape[-2:])
-        coef_b = torch.empty_like(x)
-        for c0 in range(0, C, GUIDED_BLOCK):
-            a, b = guided_coefficients(x[None, c0:c0 + GUIDED_BLOCK], low, GUIDED_RADIUS, GUIDED_EPS)
-            coef_a[c0:c0 + GUIDED_BLOCK], coef_b[c0:c0 + GUIDED_BLOCK] = a[0], b[0]
+        coef_a, coef_b = (t[0] for t in fit_guided(x[None], photo[None]))
     chunk_bytes = max(min(chunk_bytes, budget // 4), 2 * W)
     if grows:  # the growth's scratch (and the guided working copies) count against the chunk: shrink it in proportion
         per_channel = 2 * H * W

@@ -20,12 +20,15 @@ import torch.nn.functional as F
 
 from .._checks import check_finite, check_tensor
 
-__all__ = ["guided_coefficients", "apply_guided", "guided_upsample", "GUIDED_RADIUS", "GUIDED_EPS"]
+__all__ = ["guided_coefficients", "fit_guided", "apply_guided", "guided_upsample", "GUIDED_RADIUS", "GUIDED_EPS",
+           "GUIDED_BLOCK"]
 
 # Chosen on the DAVIS dev frames (docs/RESULTS.md, "The last step to pixel resolution"): a colour guide, 3×3 windows, eps 1e-3
 # on [0, 1] colours.
 GUIDED_RADIUS = 1
 GUIDED_EPS = 1e-3
+# Channels fitted together: the fit's intermediates (several maps per channel) then stay a few blocks' size.
+GUIDED_BLOCK = 32
 
 
 def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -79,6 +82,19 @@ def guided_coefficients(features: torch.Tensor, guide: torch.Tensor, radius: int
     return a, _box_mean(b, radius)
 
 
+def fit_guided(features: torch.Tensor, image: torch.Tensor, radius: int = GUIDED_RADIUS, eps: float = GUIDED_EPS,
+               block: int = GUIDED_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`guided_coefficients` with the guide made from ``image`` (B×k×H'×W', any size: resized with
+    antialiasing to the features' grid), fitted in blocks of ``block`` channels. Same returns."""
+    B, C, h, w = features.shape
+    low = F.interpolate(image.to(features.dtype), size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    a = features.new_empty(B, C, image.shape[1], h, w)
+    b = torch.empty_like(features)
+    for c0 in range(0, C, block):
+        a[:, c0:c0 + block], b[:, c0:c0 + block] = guided_coefficients(features[:, c0:c0 + block], low, radius, eps)
+    return a, b
+
+
 def apply_guided(a: torch.Tensor, b: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
     """``b + Σ_k a_k·guide_k`` per pixel: enlarged coefficients (a …×C×k×H×W, b …×C×H×W) on a guide …×k×H×W."""
     out = b.clone()
@@ -110,8 +126,7 @@ def guided_upsample(features: torch.Tensor, image: torch.Tensor, size: Sequence[
     if features.dtype not in (torch.float32, torch.float64):  # float16 / bfloat16: fitted in float32, returned as given
         return guided_upsample(features.float(), image.float(), (H, W), radius, eps).to(features.dtype)
     image = image.to(features.dtype)
-    low = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-    a, b = guided_coefficients(features, low, radius, eps)
+    a, b = fit_guided(features, image, radius, eps)
     high = image if tuple(image.shape[-2:]) == (H, W) else F.interpolate(
         image, size=(H, W), mode="bilinear", align_corners=False, antialias=True)
     B, C, k = a.shape[:3]
