@@ -8,7 +8,9 @@ The test photo is made by upscaling a real photo (Lanczos) to ``--width``×``--h
   growth and writing, of which growth computing, waiting for the writer, writer busy) is read from the command's
   status line, and ``upsampling / backbone`` is taken per run (both measured in the same process), then the median.
 - floor (``--floor``): in this one process, interleaved for ``--repeat`` rounds on the same photo: the backbone at
-  ``--size``, the learned passes, the growth alone (no writing) into reused buffers, touching as many float16 values
+  ``--size``, the learned passes, the growth alone (no writing) into reused buffers (bilinear; guided as the
+  writer computes it, :func:`wrcup.models.tiling.grow_guided`; and guided as it was computed before, every
+  coefficient map grown into float32 working copies), touching as many float16 values
   once (a fill of a reused buffer), and writing as many bytes to a new file in ``--out`` (the output's disk).
 - seams (``--seams``): the tiled vs untiled second pass at 448 (≈1 min).
 
@@ -36,10 +38,10 @@ FIELDS = ("backbone_s", "upsampling_s", "learned_passes_s", "growth_and_writing_
           "writer_busy_s")
 
 
-def run_cli(photo: Path, out: Path, extra: list[str]) -> dict:
+def run_cli(photo: Path, out: Path, extra: list[str], src: Path = REPO / "src") -> dict:
     """One ``wrcup upsample --to-image`` in a fresh process: its wall time, peak RSS (its own, ``os.wait4``) and
     status-line split."""
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(src) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "wrcup.cli.main", "upsample", str(photo), "--out", str(out),
@@ -76,14 +78,19 @@ def floor(photo: Path, out: Path, size: int, max_side: int, repeat: int) -> dict
     import wrcup
     from wrcup.cli.to_image import image_output_size
     from wrcup.data.images import load_image, resize_short_side
-    from wrcup.models.tiling import grow_bilinear, grow_scratch_bytes, learned_grid, learned_passes_to_guidance
+    import torch.nn.functional as F
+
+    from wrcup.models.tiling import (grow_bilinear, grow_guided, grow_scratch_bytes, learned_grid,
+                                     learned_passes_to_guidance)
     from wrcup.models.to_image import CHUNK_BYTES, plan_chunks
+    from wrcup.ops.guided import fit_guided
 
     torch.set_grad_enabled(False)
     model = wrcup.load()
     image = load_image(photo)
     H, W = image_output_size(image.shape[-2:], max_side)
     x = model.backbone.prepare(resize_short_side(image[None], size).clamp(0, 1))
+    photo = F.interpolate(image[None], size=(H, W), mode="bilinear", align_corners=False, antialias=True)[0].clamp_(0, 1)
     del image
     low = model.backbone(x)
     C = low.shape[1]
@@ -97,6 +104,13 @@ def floor(photo: Path, out: Path, size: int, max_side: int, repeat: int) -> dict
     grid = learned_grid(model.upsampler, normalised, low, (H, W), learned_passes=passes)[0].contiguous()
     c0, c1, r0, r1 = chunks[0]
     scratch = torch.empty(grow_scratch_bytes((c1 - c0, *grid.shape[-2:]), (H, W), r1 - r0), dtype=torch.uint8)
+    coef_a, coef_b = (t[0] for t in fit_guided(grid[None], photo[None]))
+    # the guided growth as the writer computed it before grow_guided: every coefficient map grown chunk by chunk
+    # into float32 working copies, then multiplied by the photo (chunks a fifth of the bilinear ones)
+    maps_chunks = plan_chunks((C, H, W), CHUNK_BYTES * 2 * H * W // (2 * H * W + 8 * H * W
+                                                                  + grow_scratch_bytes((1, *grid.shape[-2:]), (H, W), H)))
+    maps_cap = max((c1 - c0) * (r1 - r0) * W for c0, c1, r0, r1 in maps_chunks)
+    acc_buf, grow_buf = torch.zeros(maps_cap), torch.zeros(maps_cap)
     path = out / "floor-write.bin"
 
     def backbone():
@@ -110,6 +124,22 @@ def floor(photo: Path, out: Path, size: int, max_side: int, repeat: int) -> dict
             out_ = buffers[i % 2][:(c1 - c0) * (r1 - r0) * W].view(c1 - c0, r1 - r0, W)
             grow_bilinear(grid[c0:c1], (H, W), out_, (r0, r1), scratch)
 
+    def guided_growth():
+        for i, (c0, c1, r0, r1) in enumerate(chunks):
+            out_ = buffers[i % 2][:(c1 - c0) * (r1 - r0) * W].view(c1 - c0, r1 - r0, W)
+            grow_guided(coef_a[c0:c1], coef_b[c0:c1], photo, out_, (r0, r1))
+
+    def guided_maps_growth():
+        for i, (c0, c1, r0, r1) in enumerate(maps_chunks):
+            n = (c1 - c0) * (r1 - r0) * W
+            shape = (c1 - c0, r1 - r0, W)
+            acc, grown = acc_buf[:n].view(shape), grow_buf[:n].view(shape)
+            grow_bilinear(coef_b[c0:c1], (H, W), acc, (r0, r1), scratch)
+            for colour in range(3):
+                grow_bilinear(coef_a[c0:c1, colour], (H, W), grown, (r0, r1), scratch)
+                acc.addcmul_(grown, photo[colour:colour + 1, r0:r1])
+            buffers[i % 2][:n].view(shape).copy_(acc)
+
     def touch():
         for i, (c0, c1, r0, r1) in enumerate(chunks):
             buffers[i % 2][:(c1 - c0) * (r1 - r0) * W].fill_(1.0)
@@ -121,6 +151,7 @@ def floor(photo: Path, out: Path, size: int, max_side: int, repeat: int) -> dict
         path.unlink()
 
     parts = {"backbone_s": backbone, "learned_passes_s": learned, "growth_only_s": growth,
+             "guided_growth_only_s": guided_growth, "guided_maps_growth_only_s": guided_maps_growth,
              "touch_values_once_s": touch, "write_bytes_s": write}
     times = {k: [] for k in parts}
     for _ in range(repeat):
@@ -177,6 +208,10 @@ def main() -> None:
                     help="extra flags of one CLI variant, e.g. '--max-side 1024' or '--size 896' (repeatable; "
                          "default: one run with the defaults; '' is the defaults)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds (default: %(default)s)")
+    ap.add_argument("--baseline-src", type=Path, default=None,
+                    help="also run every config with the package in this folder (the src/ of a checkout of an "
+                         "earlier commit, e.g. a git worktree), alternating with this checkout's: a before/after "
+                         "ratio measured in one session")
     ap.add_argument("--floor", action="store_true", help="also the in-process floor at the default size and cap")
     ap.add_argument("--floor-size", type=int, default=448)
     ap.add_argument("--floor-max-side", type=int, default=2048)
@@ -189,14 +224,18 @@ def main() -> None:
     big = args.out / f"photo{args.width}x{args.height}.jpg"
     Image.open(args.photo).convert("RGB").resize((args.width, args.height), Image.LANCZOS).save(big, quality=92)
     configs = [shlex.split(c) for c in (args.config or [""])]
-    runs = {" ".join(c): [] for c in configs}
+    trees = [("", REPO / "src")] + ([] if args.baseline_src is None else [(" [baseline]", args.baseline_src)])
+    runs = {" ".join(c) + tag: [] for c in configs for tag, _ in trees}
     for _ in range(args.repeat):
         for c in configs:
-            runs[" ".join(c)].append(run_cli(big, args.out / "to-image", c))
-            print(json.dumps(runs[" ".join(c)][-1]), file=sys.stderr, flush=True)
+            for tag, src in trees:
+                runs[" ".join(c) + tag].append(run_cli(big, args.out / "to-image", c, src))
+                print(json.dumps(runs[" ".join(c) + tag][-1]), file=sys.stderr, flush=True)
     result = {"photo": str(args.photo.name), "upscaled_to": [args.width, args.height], "cpu": cpu_model(),
               "cpus": os.cpu_count(),
               "to_image": {name: {"median": medians(rows), "runs": rows} for name, rows in runs.items()}}
+    if args.baseline_src is not None:
+        result["baseline_src"] = str(args.baseline_src)
     if args.floor:
         result["floor"] = floor(big, args.out, args.floor_size, args.floor_max_side, args.repeat)
     if args.seams:

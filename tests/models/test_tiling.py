@@ -9,8 +9,8 @@ import torch.nn.functional as F
 import wrcup
 from wrcup.data.images import load_image, resize_short_side
 from wrcup.models import tiling
-from wrcup.models.tiling import (bilinear_runs, blend_ramp, blend_window, choose_tile, grow_bilinear,
-                                 grow_scratch_bytes, learned_passes_to_guidance, linear_taps, parse_memory, pass_bytes,
+from wrcup.models.tiling import (bilinear_runs, blend_ramp, blend_window, choose_tile, grow_bilinear, grow_guided,
+                                 grow_guided_bytes, grow_scratch_bytes, learned_passes_to_guidance, linear_taps, parse_memory, pass_bytes,
                                  plan_tiles, resize_crop, tile_spans, tiled_pass, upsample_bounded)
 
 
@@ -114,6 +114,50 @@ def test_grow_bilinear_equals_a_float64_oracle_to_float16_precision(src, dst, ba
     assert ((single - old).abs().double() <= (old.double() - oracle).abs() + 1e-6 * scale).all()
     with pytest.raises(ValueError, match="out must have shape"):
         grow_bilinear(x, dst, torch.empty(3, 4, 2, dst[1]), (0, 1))
+
+
+def _guided_oracle(a, b, guide):
+    """The guided filter's last step transcribed: every coefficient map enlarged by ``F.interpolate`` in float64,
+    then ``b + Σ_g a_g·guide_g`` pixel by pixel."""
+    C, k, h, w = a.shape
+    size = tuple(guide.shape[-2:])
+    up = lambda x: F.interpolate(x[None].double(), size=size, mode="bilinear", align_corners=False)[0]
+    a_up = up(a.reshape(C * k, h, w)).view(C, k, *size)
+    return up(b) + (a_up * guide.double()[None]).sum(dim=1)
+
+
+@pytest.mark.parametrize("k, src, dst, rows, block", [
+    (3, (7, 9), (23, 40), None, 2**18),          # whole output in one block per run
+    (3, (7, 9), (23, 40), (3, 17), 64),          # a band; blocks of one channel and fewer rows than a run
+    (1, (4, 5), (4, 5), None, 8),                # no growth, a grey guide, blocks narrower than a row
+    (3, (6, 8), (13, 9), (0, 13), 50),           # growth by a non-integer factor, clamped edges
+    (3, (3, 3), (100, 70), (10, 90), 300),       # long runs cut into row blocks
+    (3, (1, 1), (9, 4), None, 2**18),            # a single source cell
+])
+def test_grow_guided_equals_the_transcribed_guided_step(k, src, dst, rows, block):
+    """float64 arithmetic: equal to the oracle to rounding; float16 output: within half a float16 unit in the last
+    place of the oracle (plus float32 arithmetic)."""
+    torch.manual_seed(0)
+    C = 5
+    a64, b64 = torch.randn(C, k, *src, dtype=torch.float64), torch.randn(C, *src, dtype=torch.float64)
+    guide64 = torch.rand(k, *dst, dtype=torch.float64)
+    r0, r1 = rows if rows is not None else (0, dst[0])
+    oracle = _guided_oracle(a64, b64, guide64)[:, r0:r1]
+    out64 = grow_guided(a64, b64, guide64, torch.empty(C, r1 - r0, dst[1], dtype=torch.float64), rows, block)
+    torch.testing.assert_close(out64, oracle, rtol=0, atol=1e-12)
+    half = grow_guided(a64.float(), b64.float(), guide64.float(), torch.empty(C, r1 - r0, dst[1], dtype=torch.float16),
+                       rows, block)
+    ulp = torch.from_numpy(np.spacing(oracle.abs().numpy().astype(np.float16)).astype(np.float64))
+    assert ((half.double() - oracle).abs() <= 0.5 * ulp + 1e-6 * float(oracle.abs().max())).all()
+
+
+def test_grow_guided_checks_shapes_and_sizes_its_memory():
+    a, b, guide = torch.zeros(2, 3, 4, 5), torch.zeros(2, 4, 5), torch.zeros(3, 8, 10)
+    with pytest.raises(ValueError, match="out must have shape"):
+        grow_guided(a, b, guide, torch.empty(2, 8, 9))
+    with pytest.raises(ValueError, match="guide k×H×W"):
+        grow_guided(a, b, torch.zeros(1, 8, 10), torch.empty(2, 8, 10))
+    assert grow_guided_bytes(384, 3, 2048) == 4 * (2 * 2**22 + 7 * 384 * 4 * 2048)   # 88 MiB: no output-sized copy
 
 
 def test_choose_tile_fits_the_budget():

@@ -12,6 +12,8 @@ Pure planning parts (small, tested on their own):
 - :func:`bilinear_runs` / :func:`grow_bilinear`: the same resize computed fast into a preallocated output of any
   float dtype: columns first on the few source rows a band needs, then each run of output rows that reads the
   same two source rows in one broadcast multiply-add (float32 arithmetic, one rounding to the output's dtype).
+- :func:`grow_guided`: the image-guided last step (:mod:`wrcup.ops.guided`) computed the same way, block by block,
+  without enlarging its coefficient maps to the output size.
 - :func:`pass_bytes` / :func:`choose_tile`: the working memory of one 2× pass of the WRC upsampler and the
   largest tile that fits a budget.
 
@@ -34,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["DEFAULT_OVERLAP", "DEFAULT_MAX_MEMORY", "tile_spans", "plan_tiles", "blend_ramp", "blend_window",
-           "linear_taps", "resize_crop", "bilinear_runs", "grow_bilinear", "grow_scratch_bytes", "pass_bytes", "choose_tile", "parse_memory", "guidance_crop", "tiled_pass",
+           "linear_taps", "resize_crop", "bilinear_runs", "grow_bilinear", "grow_guided", "grow_guided_bytes", "GUIDED_GROW_BLOCK", "grow_scratch_bytes", "pass_bytes", "choose_tile", "parse_memory", "guidance_crop", "tiled_pass",
            "learned_passes_to_guidance", "learned_grid", "upsample_bounded"]
 
 # Overlap between neighbouring tiles, in cells of the pass's INPUT grid (the output overlap is twice that).
@@ -188,7 +190,7 @@ def grow_bilinear(x: torch.Tensor, size: Sequence[int], out: torch.Tensor, rows:
     cols.copy_(wide[0])
     diff = scratch[8 * m + m * item:need].view(x.dtype).view(n, hi - lo, W)[:, :-1]
     torch.sub(cols[:, 1:], cols[:, :-1], out=diff)
-    frac = linear_taps(h, H, r0, r1)[2].to(x.dtype)
+    frac = linear_taps(h, H, r0, r1)[2].to(device=x.device, dtype=x.dtype)
     flat = out.view(n, r1 - r0, W)
     for s, e, i0, i1 in runs:
         a = cols[:, i0 - lo, None, :]
@@ -196,6 +198,86 @@ def grow_bilinear(x: torch.Tensor, size: Sequence[int], out: torch.Tensor, rows:
             flat[:, s - r0:e - r0].copy_(a.expand(-1, e - s, -1))
         else:
             torch.addcmul(a, frac[s - r0:e - r0].view(1, -1, 1), diff[:, i0 - lo, None, :], out=flat[:, s - r0:e - r0])
+    return out
+
+
+# grow_guided: elements of each of its two working blocks (16 MiB in float32). Measured on the 2-core CPU for a
+# 2048×1536 output of 384 channels (docs/RESULTS.md): smaller blocks were slower, not faster (2**16: 1.6-7.4×,
+# 2**18: 1.05-2.3×, 2**20: 1.2-1.4× the time of 2**22, the high ends with OMP_WAIT_POLICY=PASSIVE), since every
+# operation's fixed cost (waking the threads) then outweighs what the cache saves.
+GUIDED_GROW_BLOCK = 2**22
+
+
+def grow_guided_bytes(channels: int, guide_channels: int, width: int, block_elements: int = GUIDED_GROW_BLOCK,
+                      dtype: torch.dtype = torch.float32) -> int:
+    """Bytes :func:`grow_guided` works in for ``channels`` coefficient maps of ``guide_channels`` slopes and an
+    output ``width``, whatever the output's height: its two blocks, and about seven C×(k+1)×W rows (two source
+    rows resized along the columns, their difference, and the resize's temporaries)."""
+    item = torch.empty((), dtype=dtype).element_size()
+    return item * (2 * max(block_elements, width) + 7 * channels * (guide_channels + 1) * width)
+
+
+def grow_guided(a: torch.Tensor, b: torch.Tensor, guide: torch.Tensor, out: torch.Tensor,
+                rows: tuple[int, int] | None = None, block_elements: int = GUIDED_GROW_BLOCK) -> torch.Tensor:
+    """Rows ``rows`` (default all) of the guided filter's last step, ``up(b) + Σ_k up(a_k)·guide_k`` with ``up``
+    ``F.interpolate(…, (H, W), mode="bilinear", align_corners=False)`` (:func:`wrcup.ops.guided.apply_guided` of
+    the enlarged coefficients), written into ``out``; returns ``out``.
+
+    a: C×k×h×w and b: C×h×w coefficients (:func:`wrcup.ops.guided.fit_guided`), float32 or float64; guide: k×H×W
+    at the output size (H×W), same dtype; out: contiguous C×(r1-r0)×W, any float dtype (rounded once, on the write).
+
+    Why not enlarge the coefficients and then apply them (what the chunked writer did before): that writes k+1
+    output-sized float32 maps per chunk and reads them back, so memory traffic set the time (2.1× this function's
+    on a 2048×1536 output, docs/BENCHMARKS.md). Here each run of output rows that reads the same two source rows
+    (:func:`bilinear_runs`) is cut into blocks of channels × rows of at most ``block_elements``; a block's enlarged
+    coefficients are ``A + frac·D`` (A, D: the two source rows resized along the columns once for every channel,
+    and their difference), accumulated in two block-sized buffers, and only the finished block is written to
+    ``out``. Column positions are computed in float64 (as :func:`grow_bilinear`), the arithmetic is in a's dtype.
+    """
+    C, k, h, w = (int(n) for n in a.shape)
+    H, W = int(guide.shape[-2]), int(guide.shape[-1])
+    r0, r1 = rows if rows is not None else (0, H)
+    if tuple(b.shape) != (C, h, w) or tuple(guide.shape) != (k, H, W):
+        raise ValueError(f"b must be C×h×w {(C, h, w)} and guide k×H×W with k = {k}, got b {tuple(b.shape)} and "
+                         f"guide {tuple(guide.shape)}")
+    if tuple(out.shape) != (C, r1 - r0, W):
+        raise ValueError(f"out must have shape {(C, r1 - r0, W)}, got {tuple(out.shape)}")
+    dtype = a.dtype
+    x0, x1, fx = (t.to(a.device) for t in linear_taps(w, W))
+    fx = fx.to(dtype)
+    fy = linear_taps(h, H, r0, r1)[2].to(device=a.device, dtype=dtype)
+
+    def source_row(i: int) -> torch.Tensor:
+        """Row i of every coefficient map (slopes, then the intercept) resized along the columns: C×(k+1)×W."""
+        row = torch.cat([a[:, :, i], b[:, None, i]], dim=1).reshape(C * (k + 1), w).t().contiguous()
+        # gathered as whole rows of the transpose: gathering along the last dimension is ~10× slower
+        cols = torch.lerp(row.index_select(0, x0), row.index_select(0, x1), fx[:, None])  # W×C(k+1)
+        return cols.t().contiguous().view(C, k + 1, W)
+
+    work = torch.empty(2 * max(block_elements, W), dtype=dtype, device=a.device)
+    rows_now = {}
+    for s, e, i0, i1 in bilinear_runs(h, H, r0, r1):
+        rows_now = {i: rows_now[i] if i in rows_now else source_row(i) for i in (i0, i1)}  # consecutive runs share one
+        base = rows_now[i0]
+        diff = rows_now[i1] - base
+        base, diff = base[:, :, None], diff[:, :, None]                                  # C×(k+1)×1×W
+        # channels per block for this run's length, then rows per block when one channel's run is too large
+        n = max(1, min(C, block_elements // ((e - s) * W)))
+        step = max(1, min(e - s, block_elements // (n * W)))
+        for c0 in range(0, C, n):
+            c1 = min(C, c0 + n)
+            for t0 in range(s, e, step):
+                t1 = min(e, t0 + step)
+                shape = (c1 - c0, t1 - t0, W)
+                numel = math.prod(shape)
+                acc, grown = work[:numel].view(shape), work[numel:2 * numel].view(shape)
+                f = fy[t0 - r0:t1 - r0].view(1, -1, 1)
+                torch.addcmul(base[c0:c1, k], f, diff[c0:c1, k], out=acc)                 # up(b)
+                for g in range(k):
+                    torch.addcmul(base[c0:c1, g], f, diff[c0:c1, g], out=grown)          # up(a_g)
+                    acc.addcmul_(grown, guide[g:g + 1, t0:t1])
+                out[c0:c1, t0 - r0:t1 - r0].copy_(acc)  # rounded once, here (addcmul into a float16 out
+                # would round the same but allocate a float32 temporary each time)
     return out
 
 

@@ -10,7 +10,8 @@ twice (on a loaded machine a fresh 2.4 GB costs as much page-fault time as the a
 The growth is either plain bilinear (``final_step="bilinear"``) or image-guided (``"guided"``, the default of
 ``--to-image``): :mod:`wrcup.ops.guided` fits, on the learned grid, the features as a local affine function of the
 photo's colour, and the chunk is that function's coefficients grown bilinearly and applied to the photo at the
-output resolution, so feature edges follow the photo's edges instead of spreading over the growth factor.
+output resolution (:func:`~wrcup.models.tiling.grow_guided`, in blocks that stay in the cache), so feature edges
+follow the photo's edges instead of spreading over the growth factor.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from typing import BinaryIO, Sequence
 
 import torch
 
-from .tiling import DEFAULT_MAX_MEMORY, DEFAULT_OVERLAP, RESERVED_BYTES, grow_bilinear, grow_scratch_bytes, learned_grid
+from .tiling import (DEFAULT_MAX_MEMORY, DEFAULT_OVERLAP, RESERVED_BYTES, grow_bilinear, grow_guided, grow_guided_bytes,
+                     grow_scratch_bytes, learned_grid)
 
 __all__ = ["CHUNK_BYTES", "FINAL_STEPS", "plan_chunks", "npy_header", "ToImageResult", "write_features_npy"]
 
@@ -89,10 +91,11 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
 
     ``final_step``: ``"bilinear"`` (the values above) or ``"guided"``, which needs ``guide_image``, the photo as
     3×H×W (the output size) in [0, 1]: the growth is then :func:`wrcup.ops.guided.guided_upsample`'s, computed
-    chunk by chunk (equal to it to within float32 rounding, before the float16 rounding). The guided chunks need
-    two float32 working copies, so they are about a fifth of the bilinear ones; the coefficients (three slopes and an
-    intercept per channel on the learned grid) are held whole, 4× the learned grid's features, and fitted in
-    blocks of channels (:func:`wrcup.ops.guided.fit_guided`).
+    chunk by chunk (equal to it to within float32 rounding, before the float16 rounding) by
+    :func:`~wrcup.models.tiling.grow_guided`, which works in blocks of fixed size (:func:`~wrcup.models.tiling.grow_guided_bytes`),
+    so the guided chunks are as large as the bilinear ones; the coefficients (three slopes and an intercept per
+    channel on the learned grid) are held whole, 4× the learned grid's features, and fitted in blocks of channels
+    (:func:`wrcup.ops.guided.fit_guided`).
     """
     from .._checks import check_choice, check_tensor
     from ..ops.guided import fit_guided
@@ -124,10 +127,12 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
     if guided:
         photo = guide_image.to(device=x.device, dtype=x.dtype)
         coef_a, coef_b = (t[0] for t in fit_guided(x[None], photo[None]))
+    if guided:  # the guided growth works in a fixed amount of memory, whatever the chunk
+        budget = max(budget - grow_guided_bytes(C, photo.shape[0], W, dtype=x.dtype), 0)
     chunk_bytes = max(min(chunk_bytes, budget // 4), 2 * W)
-    if grows:  # the growth's scratch (and the guided working copies) count against the chunk: shrink it in proportion
+    if grows and not guided:  # the bilinear growth's scratch counts against the chunk: shrink it in proportion
         per_channel = 2 * H * W
-        extra = grow_scratch_bytes((1, *x.shape[-2:]), (H, W), H) + (2 * 4 * H * W if guided else 0)
+        extra = grow_scratch_bytes((1, *x.shape[-2:]), (H, W), H)
         chunk_bytes = max(2 * W, chunk_bytes * per_channel // (per_channel + extra))
     chunks = plan_chunks((C, H, W), chunk_bytes)
     cap = max((c1 - c0) * (r1 - r0) * W for c0, c1, r0, r1 in chunks)
@@ -136,12 +141,10 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
     on_host = x.device.type == "cpu"
     work = None if on_host else torch.empty(cap, dtype=torch.float16, device=x.device)
     scratch = None
-    if grows:
+    if grows and not guided:
         c0, c1, r0, r1 = chunks[0]
         scratch = torch.empty(grow_scratch_bytes((c1 - c0, *x.shape[-2:]), (H, W), r1 - r0), dtype=torch.uint8,
                               device=x.device)
-    if guided:  # float32 working copies: the sum being built and one grown coefficient map
-        acc_buf, grow_buf = (torch.empty(cap, dtype=x.dtype, device=x.device) for _ in range(2))
     k = -(-max(H, W) // figure_side)
     reduced = torch.zeros(C, -(-H // k), -(-W // k))
 
@@ -166,13 +169,7 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
             out = buffers[i % 2][:n].view(c1 - c0, r1 - r0, W)
             target = out if on_host else work[:n].view(c1 - c0, r1 - r0, W)
             if guided:
-                shape = (c1 - c0, r1 - r0, W)
-                acc, grown = acc_buf[:n].view(shape), grow_buf[:n].view(shape)
-                grow_bilinear(coef_b[c0:c1], (H, W), acc, (r0, r1), scratch)
-                for colour in range(3):
-                    grow_bilinear(coef_a[c0:c1, colour], (H, W), grown, (r0, r1), scratch)
-                    acc.addcmul_(grown, photo[colour:colour + 1, r0:r1])
-                target.copy_(acc)
+                grow_guided(coef_a[c0:c1], coef_b[c0:c1], photo, target, (r0, r1))
             elif grows:
                 grow_bilinear(x[c0:c1], (H, W), target, (r0, r1), scratch)
             else:
