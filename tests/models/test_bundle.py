@@ -146,6 +146,53 @@ def test_scales_repeat_the_trained_pass_then_resize_exactly(shipped, real_photos
     assert torch.isfinite(own).all()
 
 
+def test_guided_final_step_stops_the_passes_at_the_guidance_then_follows_the_image(shipped, real_photos):
+    """``final_step="guided"``: learned passes to the first grid reaching a quarter of the image (like
+    ``--to-image``), then :func:`wrcup.ops.guided_upsample` guided by the images, written without output-sized
+    coefficient maps; where the passes reach the size themselves, nothing changes."""
+    from wrcup.models.bundle import upsample_to_size
+    from wrcup.ops import guided_upsample
+
+    image = _photo(real_photos, (70, 105))             # grid 5×8; a quarter of the image is reached at 20×32
+    with torch.inference_mode():
+        out = shipped(image, scale=8, final_step="guided")
+        guide, feats = shipped.encode(image)
+        high = upsample_to_size(shipped.upsampler, guide, feats, (20, 32))
+        expected = guided_upsample(high, image, (40, 64))
+        assert out.shape == (1, 384, 40, 64)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-6 * float(expected.abs().max()))
+        assert (out - shipped(image, scale=8)).abs().max() > 0.1      # not the three-pass output
+        assert torch.equal(shipped(image, scale=4, final_step="guided"), shipped(image, scale=4))
+        with pytest.raises(ValueError, match="final_step must be one of"):
+            shipped(image, scale=8, final_step="nearest")
+
+
+def test_guided_last_step_without_gradients_equals_the_differentiable_one():
+    from wrcup.models.bundle import guided_last_step
+
+    torch.manual_seed(0)
+    feats, images = torch.randn(2, 5, 6, 7, dtype=torch.float64), torch.rand(2, 3, 30, 41, dtype=torch.float64)
+    with torch.no_grad():
+        light = guided_last_step(feats, images, (25, 40))
+    feats.requires_grad_()
+    full = guided_last_step(feats, images, (25, 40))
+    full.sum().backward()
+    assert feats.grad is not None and light.shape == (2, 5, 25, 40)
+    torch.testing.assert_close(light, full.detach(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("grid, size, image_hw, expected", [
+    ((5, 8), (40, 64), (70, 112), (20, 32)),     # two passes reach a quarter of the image, then guided
+    ((5, 8), (20, 32), (70, 112), (20, 32)),     # the passes reach the size: no guided step
+    ((5, 8), (12, 14), (70, 112), (12, 14)),     # one pass, then a resize
+    ((5, 8), (200, 20), (70, 112), (200, 20)),   # 20×32 is wider than the size: passes and a resize
+])
+def test_guided_learned_grid(grid, size, image_hw, expected):
+    from wrcup.models.bundle import guided_learned_grid
+
+    assert guided_learned_grid(grid, size, image_hw) == expected
+
+
 @pytest.mark.parametrize("image_size, kwargs, expected", [
     ((57, 200), dict(scale=4), (16, 56)),            # grid 4×14, a 1:3.5 strip
     ((29, 100), dict(scale="image"), (29, 100)),    # grid 2×7: 4 passes (32×112), then down

@@ -5,12 +5,16 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_images
+from .._checks import check_choice, check_images
 from ..data.prep import prepare_images
+from ..ops.guided import fit_guided, guided_upsample
 from .sizing import plan_passes, resize_features, resolve_output_size
-from .tiling import DEFAULT_MAX_MEMORY, RESERVED_BYTES, parse_memory, pass_bytes, upsample_bounded
+from .tiling import (DEFAULT_MAX_MEMORY, RESERVED_BYTES, grow_guided, learned_passes_to_guidance, parse_memory,
+                     pass_bytes, upsample_bounded)
+from .to_image import FINAL_STEPS
 from .names import DEFAULT_CHECKPOINT, SHIPPED_CHECKPOINTS
 from .output_norm import check_output_norm
 from .stacking import upsample
@@ -39,7 +43,7 @@ class UpsampledBackbone(nn.Module):
         self.metadata = dict(metadata or {})
 
     def forward(self, images: torch.Tensor, return_low_res: bool = False, *, output_size=None, scale=None,
-                max_memory: int | str = DEFAULT_MAX_MEMORY):
+                max_memory: int | str = DEFAULT_MAX_MEMORY, final_step: str = "bilinear"):
         """images: B×3×H×W float in [0, 1] → B×dim×H'×W' (and the backbone's B×dim×h×w if ``return_low_res``), in
         the dtype of ``images``.
 
@@ -62,10 +66,20 @@ class UpsampledBackbone(nn.Module):
         guided by the same image at the effective patch size p/2^i, see :func:`wrcup.models.upsample`), then
         resizing bilinearly with antialiasing to exactly H'×W' (see :mod:`wrcup.models.sizing`).
 
+        ``final_step="guided"`` (with ``output_size`` or ``scale``) takes the last part of the way as
+        ``wrcup upsample --to-image`` does: the learned passes stop at the first grid that reaches a quarter of
+        the prepared image (the resolution of the network's image guidance,
+        :func:`~wrcup.models.tiling.learned_passes_to_guidance`), and the image-guided step
+        (:func:`wrcup.ops.guided_upsample`, guided by ``images``) enlarges from there to H'×W', so feature edges
+        follow the image's edges (docs/RESULTS.md, "The last step to pixel resolution"). Where those passes
+        already reach H'×W' it changes nothing. Without gradients the step never holds its coefficients at the
+        output size (:func:`~wrcup.models.tiling.grow_guided`), so it needs little more memory than the output.
+
         The input is checked here, once: NaN/Inf and values clearly outside [0, 1] (a maximum above 1.5, e.g.
         0–255 pixels) raise ValueError. That check reads two numbers back to the host; nothing else in the forward
         pass does, and nothing is read while torch.compile or torch.export traces the model.
         """
+        check_choice(final_step, "final_step", FINAL_STEPS)
         x = self._checked_input(images)
         out_dtype = images.dtype
         p = self.backbone.patch_size
@@ -76,14 +90,19 @@ class UpsampledBackbone(nn.Module):
                                          output_size=output_size, scale=scale)
         tracing = torch.compiler.is_compiling()  # traced graphs take one untiled path, with no size checks
         guide, feats, low = self._encode(x, tracing)
-        size = None if tracing else target or (2 * low.shape[-2], 2 * low.shape[-1])
+        learned = target
+        if target is not None and final_step == "guided":
+            learned = guided_learned_grid(tuple(low.shape[-2:]), target, tuple(x.shape[-2:]))
+        size = None if tracing else learned or (2 * low.shape[-2], 2 * low.shape[-1])
         if size is not None and self._exceeds_budget(tuple(low.shape[-2:]), size, feats, budget):
             _check_inputs(guide, feats, self.upsampler.dim, self.upsampler.patch_size)
             high = upsample_bounded(self.upsampler, guide, feats, size, max_memory=budget)
-        elif target is None:
+        elif learned is None:
             high = self.upsampler(guide, feats)
         else:
-            high = upsample_to_size(self.upsampler, guide, feats, target)
+            high = upsample_to_size(self.upsampler, guide, feats, learned)
+        if learned != target:
+            high = guided_last_step(high, images, target)
         high = high.to(out_dtype)
         return (high, low.to(out_dtype)) if return_low_res else high
 
@@ -137,6 +156,36 @@ class UpsampledBackbone(nn.Module):
             return False
         last_grid = (grid[0] << (passes - 1), grid[1] << (passes - 1))
         return pass_bytes(last_grid, features.shape[1], features.shape[0]) > budget - RESERVED_BYTES
+
+
+def guided_learned_grid(grid: tuple[int, int], size: tuple[int, int], image_hw: tuple[int, int]) -> tuple[int, int]:
+    """Where the learned passes stop before the guided last step to ``size``: the grid after
+    :func:`~wrcup.models.tiling.learned_passes_to_guidance` passes from ``grid`` (an image of ``image_hw`` fed to
+    the backbone), or ``size`` itself when fewer passes reach it, or when that grid already exceeds ``size`` along
+    one side (the guided step only enlarges; the resize then shrinks as usual)."""
+    passes = learned_passes_to_guidance(grid, image_hw)
+    if plan_passes(grid, size) <= passes:
+        return size
+    mid = (grid[0] << passes, grid[1] << passes)
+    return mid if mid[0] <= size[0] and mid[1] <= size[1] else size
+
+
+def guided_last_step(features: torch.Tensor, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`wrcup.ops.guided_upsample` of ``features`` (B×C×h×w) to ``size``, guided by ``images`` (B×3×H×W in
+    [0, 1]). When no gradient is needed, the coefficients are grown block by block into the output
+    (:func:`~wrcup.models.tiling.grow_guided`) instead of as three maps of the output's size per channel; the
+    values agree to float32 rounding. Returns float32 (float64 for float64 features)."""
+    if torch.is_grad_enabled() and (features.requires_grad or images.requires_grad):
+        return guided_upsample(features, images, size)
+    feats = features if features.dtype in (torch.float32, torch.float64) else features.float()
+    image = images.to(feats.dtype)
+    a, b = fit_guided(feats, image)
+    if tuple(image.shape[-2:]) != tuple(size):
+        image = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
+    out = feats.new_empty(feats.shape[0], feats.shape[1], *size)
+    for n in range(feats.shape[0]):
+        grow_guided(a[n], b[n], image[n], out[n])
+    return out
 
 
 def upsample_to_size(upsampler: nn.Module, image: torch.Tensor, features: torch.Tensor,
