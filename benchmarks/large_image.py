@@ -9,7 +9,7 @@ The test photo is made by upscaling a real photo (Lanczos) to ``--width``×``--h
   status line, and ``upsampling / backbone`` is taken per run (both measured in the same process), then the median.
 - floor (``--floor``): in this one process, interleaved for ``--repeat`` rounds on the same photo: the backbone at
   ``--size``, the learned passes, the growth alone (no writing) into reused buffers (bilinear; guided as the
-  writer computes it, :func:`wrcup.models.tiling.grow_guided`; and guided as it was computed before, every
+  writer computes it, :func:`wrcup.models.growth.grow_guided`; and guided as it was computed before, every
   coefficient map grown into float32 working copies), touching as many float16 values
   once (a fill of a reused buffer), and writing as many bytes to a new file in ``--out`` (the output's disk).
 - seams (``--seams``): the tiled vs untiled second pass at 448 (≈1 min).
@@ -80,8 +80,8 @@ def floor(photo: Path, out: Path, size: int, max_side: int, repeat: int) -> dict
     from wrcup.data.images import load_image, resize_short_side
     import torch.nn.functional as F
 
-    from wrcup.models.tiling import (grow_bilinear, grow_guided, grow_scratch_bytes, learned_grid,
-                                     learned_passes_to_guidance)
+    from wrcup.models.growth import grow_bilinear, grow_guided, grow_scratch_bytes
+    from wrcup.models.tiling import learned_grid, learned_passes_to_guidance
     from wrcup.models.to_image import CHUNK_BYTES, plan_chunks
     from wrcup.ops.guided import fit_guided
 

@@ -12,8 +12,9 @@ from .._checks import check_choice, check_images
 from ..data.prep import prepare_images
 from ..ops.guided import fit_guided, guided_upsample
 from .sizing import plan_passes, resize_features, resolve_output_size
-from .tiling import (DEFAULT_MAX_MEMORY, RESERVED_BYTES, grow_guided, learned_passes_to_guidance, parse_memory,
-                     pass_bytes, upsample_bounded)
+from .growth import grow_guided
+from .tiling import (DEFAULT_MAX_MEMORY, RESERVED_BYTES, learned_passes_to_guidance, parse_memory, pass_bytes,
+                     upsample_bounded)
 from .to_image import FINAL_STEPS
 from .names import DEFAULT_CHECKPOINT, SHIPPED_CHECKPOINTS
 from .output_norm import check_output_norm
@@ -73,7 +74,7 @@ class UpsampledBackbone(nn.Module):
         (:func:`wrcup.ops.guided_upsample`, guided by ``images``) enlarges from there to H'×W', so feature edges
         follow the image's edges (docs/RESULTS.md, "The last step to pixel resolution"). Where those passes
         already reach H'×W' it changes nothing. Without gradients the step never holds its coefficients at the
-        output size (:func:`~wrcup.models.tiling.grow_guided`), so it needs little more memory than the output.
+        output size (:func:`~wrcup.models.growth.grow_guided`), so it needs little more memory than the output.
 
         The input is checked here, once: NaN/Inf and values clearly outside [0, 1] (a maximum above 1.5, e.g.
         0–255 pixels) raise ValueError. That check reads two numbers back to the host; nothing else in the forward
@@ -173,7 +174,7 @@ def guided_learned_grid(grid: tuple[int, int], size: tuple[int, int], image_hw: 
 def guided_last_step(features: torch.Tensor, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """:func:`wrcup.ops.guided_upsample` of ``features`` (B×C×h×w) to ``size``, guided by ``images`` (B×3×H×W in
     [0, 1]). When no gradient is needed, the coefficients are grown block by block into the output
-    (:func:`~wrcup.models.tiling.grow_guided`) instead of as three maps of the output's size per channel; the
+    (:func:`~wrcup.models.growth.grow_guided`) instead of as three maps of the output's size per channel; the
     values agree to float32 rounding. Returns float32 (float64 for float64 features)."""
     if torch.is_grad_enabled() and (features.requires_grad or images.requires_grad):
         return guided_upsample(features, images, size)

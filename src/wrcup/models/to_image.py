@@ -3,14 +3,14 @@
 The learned passes run as in :func:`wrcup.models.tiling.learned_grid` (tiled when over the budget); the bilinear
 growth to the output size then goes chunk by chunk, each chunk a contiguous piece of the C×H×W file (whole
 channels when one fits, else rows of one channel), so every chunk is one sequential write. The growth
-(:func:`~wrcup.models.tiling.grow_bilinear`) writes float16 straight into one of two preallocated buffers while a
+(:func:`~wrcup.models.growth.grow_bilinear`) writes float16 straight into one of two preallocated buffers while a
 writer thread writes the other to the file: computing and writing overlap, and no large buffer is allocated
 twice (on a loaded machine a fresh 2.4 GB costs as much page-fault time as the arithmetic).
 
 The growth is either plain bilinear (``final_step="bilinear"``) or image-guided (``"guided"``, the default of
 ``--to-image``): :mod:`wrcup.ops.guided` fits, on the learned grid, the features as a local affine function of the
 photo's colour, and the chunk is that function's coefficients grown bilinearly and applied to the photo at the
-output resolution (:func:`~wrcup.models.tiling.grow_guided`, in blocks that stay in the cache), so feature edges
+output resolution (:func:`~wrcup.models.growth.grow_guided`, in blocks that stay in the cache), so feature edges
 follow the photo's edges instead of spreading over the growth factor.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import BinaryIO, Sequence
 
 import torch
 
-from .tiling import (DEFAULT_MAX_MEMORY, DEFAULT_OVERLAP, RESERVED_BYTES, grow_bilinear, grow_guided, grow_guided_bytes,
-                     grow_scratch_bytes, learned_grid)
+from .growth import grow_bilinear, grow_guided, grow_guided_bytes, grow_scratch_bytes
+from .tiling import DEFAULT_MAX_MEMORY, DEFAULT_OVERLAP, RESERVED_BYTES, learned_grid
 
 __all__ = ["CHUNK_BYTES", "FINAL_STEPS", "plan_chunks", "npy_header", "ToImageResult", "write_features_npy"]
 
@@ -92,7 +92,7 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
     ``final_step``: ``"bilinear"`` (the values above) or ``"guided"``, which needs ``guide_image``, the photo as
     3×H×W (the output size) in [0, 1]: the growth is then :func:`wrcup.ops.guided.guided_upsample`'s, computed
     chunk by chunk (equal to it to within float32 rounding, before the float16 rounding) by
-    :func:`~wrcup.models.tiling.grow_guided`, which works in blocks of fixed size (:func:`~wrcup.models.tiling.grow_guided_bytes`),
+    :func:`~wrcup.models.growth.grow_guided`, which works in blocks of fixed size (:func:`~wrcup.models.growth.grow_guided_bytes`),
     so the guided chunks are as large as the bilinear ones; the coefficients (three slopes and an intercept per
     channel on the learned grid) are held whole, 4× the learned grid's features, and fitted in blocks of channels
     (:func:`wrcup.ops.guided.fit_guided`).
