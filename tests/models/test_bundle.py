@@ -169,6 +169,7 @@ def test_guided_final_step_stops_the_passes_at_the_guidance_then_follows_the_ima
 
 def test_guided_last_step_without_gradients_equals_the_differentiable_one():
     from wrcup.models.bundle import guided_last_step
+    from wrcup.ops import guided_upsample
 
     torch.manual_seed(0)
     feats, images = torch.randn(2, 5, 6, 7, dtype=torch.float64), torch.rand(2, 3, 30, 41, dtype=torch.float64)
@@ -179,6 +180,11 @@ def test_guided_last_step_without_gradients_equals_the_differentiable_one():
     full.sum().backward()
     assert feats.grad is not None and light.shape == (2, 5, 25, 40)
     torch.testing.assert_close(light, full.detach(), rtol=0, atol=1e-12)
+    with torch.no_grad():   # half precision: computed in float32, returned in float16
+        half = guided_last_step(feats.detach().half(), images, (25, 40))
+        expected = guided_upsample(feats.detach().half().float(), images.float(), (25, 40)).half()
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half, expected, rtol=0, atol=2e-3 * float(expected.abs().max()))
 
 
 @pytest.mark.parametrize("grid, size, image_hw, expected", [

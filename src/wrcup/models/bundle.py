@@ -175,7 +175,7 @@ def guided_last_step(features: torch.Tensor, images: torch.Tensor, size: tuple[i
     """:func:`wrcup.ops.guided_upsample` of ``features`` (B×C×h×w) to ``size``, guided by ``images`` (B×3×H×W in
     [0, 1]). When no gradient is needed, the coefficients are grown block by block into the output
     (:func:`~wrcup.models.growth.grow_guided`) instead of as three maps of the output's size per channel; the
-    values agree to float32 rounding. Returns float32 (float64 for float64 features)."""
+    values agree to float32 rounding. Returns the features' dtype (half precision is computed in float32)."""
     if torch.is_grad_enabled() and (features.requires_grad or images.requires_grad):
         return guided_upsample(features, images, size)
     feats = features if features.dtype in (torch.float32, torch.float64) else features.float()
@@ -186,7 +186,7 @@ def guided_last_step(features: torch.Tensor, images: torch.Tensor, size: tuple[i
     out = feats.new_empty(feats.shape[0], feats.shape[1], *size)
     for n in range(feats.shape[0]):
         grow_guided(a[n], b[n], image[n], out[n])
-    return out
+    return out.to(features.dtype)
 
 
 def upsample_to_size(upsampler: nn.Module, image: torch.Tensor, features: torch.Tensor,

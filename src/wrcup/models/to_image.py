@@ -10,8 +10,8 @@ twice (on a loaded machine a fresh 2.4 GB costs as much page-fault time as the a
 The growth is either plain bilinear (``final_step="bilinear"``) or image-guided (``"guided"``, the default of
 ``--to-image``): :mod:`wrcup.ops.guided` fits, on the learned grid, the features as a local affine function of the
 photo's colour, and the chunk is that function's coefficients grown bilinearly and applied to the photo at the
-output resolution (:func:`~wrcup.models.growth.grow_guided`, in blocks that stay in the cache), so feature edges
-follow the photo's edges instead of spreading over the growth factor.
+output resolution (:func:`~wrcup.models.growth.grow_guided`, in blocks of channels × rows, never as
+output-sized float32 maps), so feature edges follow the photo's edges instead of spreading over the growth factor.
 """
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
     if guided:
         photo = guide_image.to(device=x.device, dtype=x.dtype)
         coef_a, coef_b = (t[0] for t in fit_guided(x[None], photo[None]))
-    if guided:  # the guided growth works in a fixed amount of memory, whatever the chunk
+        # the guided growth works in a fixed amount of memory, whatever the chunk
         budget = max(budget - grow_guided_bytes(C, photo.shape[0], W, dtype=x.dtype), 0)
     chunk_bytes = max(min(chunk_bytes, budget // 4), 2 * W)
     if grows and not guided:  # the bilinear growth's scratch counts against the chunk: shrink it in proportion
