@@ -95,6 +95,8 @@ def main(argv=None) -> dict:
                                                      "one is timed with the fast step (its cost per step)")
     ap.add_argument("--online", action="store_true", help="also time the backbone passes one uncached batch needs")
     ap.add_argument("--compile", action="store_true", help="also time the fast step with torch.compile(model)")
+    ap.add_argument("--bf16", action="store_true", help="also time the fast step under bfloat16 autocast (precision "
+                    "bfloat16; pays on CPUs with bfloat16 matrix units such as Intel AMX)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (112 view, batch 2, 2 photos), 1 repeat")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/train.json; none with --quick)")
     args = ap.parse_args(argv)
@@ -116,9 +118,9 @@ def main(argv=None) -> dict:
     images = ImagePool([str(photos)])
     load_start = os.getloadavg()[0]
 
-    def config(high_res: int, fast: bool) -> TrainConfig:
+    def config(high_res: int, fast: bool, precision: str = "auto") -> TrainConfig:
         return TrainConfig(data=[str(photos)], out=str(work / "run"), high_res=high_res, cache_targets=str(work),
-                           fast=fast, progress=False, **recipe)
+                           fast=fast, precision=precision, progress=False, **recipe)
 
     sources = {}
     for size in scales:
@@ -127,8 +129,9 @@ def main(argv=None) -> dict:
         sources[size].fill_cache(list(range(len(images))), show_progress=not args.quick)
         print(f"targets at {size}: ready in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
-    def variant(name: str, high_res: int, fast: bool, compile_model: bool = False, overlap: bool | None = None):
-        cfg = config(high_res, fast)
+    def variant(name: str, high_res: int, fast: bool, compile_model: bool = False, overlap: bool | None = None,
+                precision: str = "auto"):
+        cfg = config(high_res, fast, precision)
         torch.manual_seed(0)  # the same initial weights for every variant
         model = build_model(cfg, backbone, torch.device("cpu")).train()
         optimizer = build_optimizer(cfg, model)
@@ -140,6 +143,9 @@ def main(argv=None) -> dict:
     first = scales[0]
     variants = [variant("current", first, False), variant("fast", first, True),
                 variant("fast, passes not overlapped", first, True, overlap=False)]
+    if args.bf16:
+        variants.append(variant("fast+bf16", first, True, precision="bfloat16"))
+        variants.append(variant("fast+bf16, passes not overlapped", first, True, overlap=False, precision="bfloat16"))
     if args.compile:
         variants.append(variant("fast+compile", first, True, compile_model=True, overlap=False))
     variants += [variant(f"fast@{size}", size, True) for size in scales[1:]]
@@ -173,6 +179,7 @@ def main(argv=None) -> dict:
     rows = []
     for v in variants:
         rows.append({"variant": v["name"], "high_res": v["cfg"].high_res, "fast": v["cfg"].fast,
+                     "precision": v["cfg"].precision,
                      "first_step_s": v["first_step_s"], "losses": v["losses"], **_summary(v["clocks"])})
     by_name = {r["variant"]: r for r in rows}
     cur, fast = by_name["current"], by_name["fast"]
@@ -183,11 +190,21 @@ def main(argv=None) -> dict:
         "wall_pairwise_median": statistics.median(sum(a.wall.values()) / sum(b.wall.values()) for a, b in pairs),
         "cpu_pairwise_median": statistics.median(sum(a.cpu.values()) / sum(b.cpu.values()) for a, b in pairs),
     }
+    bf16_ratios = None
+    if "fast+bf16" in by_name:
+        amp = by_name["fast+bf16"]
+        amp_clocks = next(v["clocks"] for v in variants if v["name"] == "fast+bf16")
+        bf16_ratios = {
+            "wall": cur["step_wall_ms"] / amp["step_wall_ms"], "cpu": cur["step_cpu_ms"] / amp["step_cpu_ms"],
+            "wall_pairwise_median": statistics.median(sum(a.wall.values()) / sum(b.wall.values())
+                                                      for a, b in zip(variants[0]["clocks"], amp_clocks)),
+            "fast_over_fast_bf16_wall": fast["step_wall_ms"] / amp["step_wall_ms"]}
     result = {
         "machine": cpu_model(), "threads": args.threads, "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "torch": torch.__version__, "load_average": {"start": load_start, "end": os.getloadavg()[0]},
         "quick": args.quick, "repeats": args.repeats, "warmup": args.warmup, "images": len(images),
         "recipe": {**recipe, "high_res": scales}, "rows": rows, "speedup_current_over_fast": ratios,
+        "speedup_current_over_fast_bf16": bf16_ratios,
         "online_backbone_per_batch": online,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -207,6 +224,10 @@ def main(argv=None) -> dict:
               f"{r['step_cpu_ms']:.0f} | " + " | ".join(f"{r['cpu_ms'][p]:.0f}" for p in PHASES) + " |")
     print(f"\ncurrent / fast: {ratios['wall']:.2f}× wall, {ratios['cpu']:.2f}× CPU (medians); pairwise "
           f"{ratios['wall_pairwise_median']:.2f}× wall, {ratios['cpu_pairwise_median']:.2f}× CPU")
+    if bf16_ratios:
+        print(f"current / fast+bf16: {bf16_ratios['wall']:.2f}× wall, {bf16_ratios['cpu']:.2f}× CPU (medians); "
+              f"pairwise {bf16_ratios['wall_pairwise_median']:.2f}× wall; fast / fast+bf16 "
+              f"{bf16_ratios['fast_over_fast_bf16_wall']:.2f}× wall")
     if online:
         print(f"online mode: the backbone targets of one batch of {online['batch']} at {first} take "
               f"{online['wall_ms']:.0f} ms (not part of a cached step)")

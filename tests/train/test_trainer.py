@@ -219,6 +219,8 @@ def test_resume_refuses_a_differing_flag_and_keeps_the_recorded_config(tmp_path,
     assert "--high-res 224" in err and "112" in err and str(run) in err
     assert main(["train", "--resume", str(run), "--losses", "local,global"]) == 2
     assert "local,global" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--precision", "bfloat16"]) == 2  # other rounding: another run
+    assert "--precision bfloat16" in capsys.readouterr().err
     assert read_metadata(run / "last.safetensors")["config"] == recorded
     # the older spelling (--out RUN --resume) still works; where it runs and how often it saves may change
     assert main(["train", "--out", str(run), "--resume", "--device", "cpu", "--checkpoint-every", "5", *flags[2:4]]) == 0

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from wrcup.train.config import PER_INVOCATION_FLAGS, TRAIN_FLAG_FIELDS
+from wrcup.train.config import PER_INVOCATION_FLAGS, PRECISIONS, TRAIN_FLAG_FIELDS
 
 from .convert import add_convert_parser
 from .export import add_export_parser
@@ -136,6 +136,10 @@ def _add_train(sub) -> None:
     p.add_argument("--no-fast", action="store_true",
                    help="use the original training step instead of the faster one (same losses and update, other "
                         "floating-point rounding; see benchmarks/train.py)")
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="auto: bfloat16 autocast on CUDA, float32 elsewhere; bfloat16: autocast on any device (on "
+                        "CPU faster only with bfloat16 matrix units such as Intel AMX, see benchmarks/train.py); "
+                        "float32: never")
     resume = p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                             help="continue the run in RUN_DIR (or --out) from its last checkpoint with its recorded "
                                  "settings; a flag given that differs from them is an error, except")
@@ -231,7 +235,7 @@ def _run_train(args) -> int:
         augment=not args.no_augment, cache_targets=args.cache_targets, checkpoint_every=args.checkpoint_every,
         keep_every=args.keep_every, ema=args.ema, seed=args.seed, target_seed=args.target_seed,
         device=resolve_device(args.device, "--device"), name=args.name,
-        fast=not args.no_fast)
+        fast=not args.no_fast, precision=args.precision)
     run_dir = None
     if args.resume is not None:
         if args.resume is True and args.out is None:

@@ -12,6 +12,7 @@ RESUME_MAY_DIFFER = ("out", "data", "device", "progress", "checkpoint_every", "k
 # ``wrcup train`` flags that are not settings of the run; every other flag names the setting it sets, under its
 # own name unless listed in TRAIN_FLAG_FIELDS (tests/train/test_trainer.py checks both)
 PER_INVOCATION_FLAGS = ("resume", "stop_at")
+PRECISIONS = ("auto", "float32", "bfloat16")
 TRAIN_FLAG_FIELDS = {"losses": "loss_weights", "no_augment": "augment", "no_fast": "fast"}
 
 
@@ -63,6 +64,10 @@ class TrainConfig:
     # fused, and on CPU the clean and augmented passes overlap in two threads (train_step). False keeps the
     # original step, e.g. to compare speed (benchmarks/train.py) or to continue a run started without it.
     fast: bool = True
+    # "auto": bfloat16 autocast on CUDA, float32 elsewhere; "bfloat16": autocast everywhere (on CPU it pays only
+    # where the CPU has bfloat16 matrix units, e.g. Intel AMX; benchmarks/train.py); "float32": never. The WRC
+    # solve runs in float32 under any setting.
+    precision: str = "auto"
 
     def validate(self) -> None:
         from .._checks import check_choice, check_positive_int  # here: the CLI imports this module before torch
@@ -77,6 +82,7 @@ class TrainConfig:
         check_positive_int(self.grad_accum, "grad_accum")
         check_positive_int(self.crops, "crops", minimum=0)
         check_choice(self.schedule, "schedule", ("cosine", "constant"))
+        check_choice(self.precision, "precision", PRECISIONS)
         unknown = set(self.loss_weights) - set(LOSS_NAMES)
         if unknown:
             raise ValueError(f"loss_weights has unknown losses {sorted(unknown)}; expected a subset of {LOSS_NAMES}")

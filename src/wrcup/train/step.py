@@ -52,7 +52,7 @@ def train_step(net, backbone, targets: TargetSource, optimizer, scheduler, cfg: 
     weights = cfg.loss_weight_values()
     if overlap is None:
         overlap = cfg.fast and _can_overlap(net, device, weights)
-    use_amp = device.type == "cuda"
+    use_amp = uses_bf16_autocast(cfg, device)
     optimizer.zero_grad(set_to_none=True)
     parts = torch.zeros(len(LOSS_NAMES), device=device)
     mark("optimizer")
@@ -62,21 +62,26 @@ def train_step(net, backbone, targets: TargetSource, optimizer, scheduler, cfg: 
         mark("data")
         g = step_generator(cfg.seed, step, stream=200 + (first + a * micro) // micro)
         if overlap:
-            terms = _overlapped_passes(net, backbone, cfg, weights, low, z_low, crop_t, boxes, z_high, g)
+            terms = _overlapped_passes(net, backbone, cfg, weights, low, z_low, crop_t, boxes, z_high, g, use_amp)
             mark("forward")
         else:
             image, image_aug = backbone.normalise(low), None
             if weights["consistency"]:
                 image_aug = backbone.normalise(photometric_augment(low, g) if cfg.augment else low)
             mark("augment")
+            # one autocast region per pass: each has its own bfloat16 copies of the weights, so the two passes'
+            # weight gradients are added in float32 (as in the overlapped passes), not in bfloat16
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 pred = net(image, z_low)
-                pred_aug = net(image_aug, z_low) if image_aug is not None else None
-                mark("forward")
-                terms = _clean_terms(pred, weights, z_low, crop_t, boxes, z_high)
-                if pred_aug is not None:
-                    terms["consistency"] = losses.consistency_loss(pred_aug.float(), pred.float())
-                loss = sum(weights[k] * v for k, v in terms.items())
+            pred_aug = None
+            if image_aug is not None:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    pred_aug = net(image_aug, z_low)
+            mark("forward")
+            terms = _clean_terms(pred, weights, z_low, crop_t, boxes, z_high)  # losses in float32
+            if pred_aug is not None:
+                terms["consistency"] = losses.consistency_loss(pred_aug.float(), pred.float())
+            loss = sum(weights[k] * v for k, v in terms.items())
             mark("loss")
             (loss / cfg.grad_accum).backward()
             mark("backward")
@@ -85,6 +90,11 @@ def train_step(net, backbone, targets: TargetSource, optimizer, scheduler, cfg: 
     scheduler.step()
     mark("optimizer")
     return parts
+
+
+def uses_bf16_autocast(cfg, device: torch.device) -> bool:
+    """Whether the passes run under bfloat16 autocast: ``cfg.precision`` "bfloat16", or "auto" on CUDA."""
+    return cfg.precision == "bfloat16" or (cfg.precision == "auto" and device.type == "cuda")
 
 
 def _clean_terms(pred, weights, z_low, crop_t, boxes, z_high) -> dict:
@@ -137,12 +147,14 @@ def _pass_pool(threads: int) -> ThreadPoolExecutor:
     return _PASS_POOL[threads]
 
 
-def _overlapped_passes(model, backbone, cfg, weights, low, z_low, crop_t, boxes, z_high, generator) -> dict:
+def _overlapped_passes(model, backbone, cfg, weights, low, z_low, crop_t, boxes, z_high, generator,
+                       use_amp: bool = False) -> dict:
     """The clean and the augmented pass of one micro-batch in two threads, each with half the intra-op threads.
 
     Same losses and gradients as the sequential passes, in another rounding: each pass differentiates its own
     losses (clean: local/global/full; augmented: consistency against the detached clean prediction) and the
-    two gradients are added in a fixed order into ``.grad``. The augmented pass runs on a twin module sharing
+    two gradients are added in a fixed order into ``.grad``. ``use_amp``: each pass's forward under bfloat16
+    autocast (autocast is per thread, so it is entered inside the workers). The augmented pass runs on a twin module sharing
     the parameters; BatchNorm running statistics are merged as if the clean pass had updated them first:
     r ← (1 − m)·r_clean + (r_aug − (1 − m)·r_before). Deterministic for a given thread count.
     """
@@ -162,7 +174,8 @@ def _overlapped_passes(model, backbone, cfg, weights, low, z_low, crop_t, boxes,
 
     def clean():
         try:
-            pred = model(backbone.normalise(low), z_low)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_amp):
+                pred = model(backbone.normalise(low), z_low)
             shared["pred"] = pred.detach()
         finally:
             ready.set()
@@ -171,7 +184,8 @@ def _overlapped_passes(model, backbone, cfg, weights, low, z_low, crop_t, boxes,
 
     def augmented():
         image = backbone.normalise(photometric_augment(low, generator) if cfg.augment else low)
-        pred_aug = twin(image, z_low)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_amp):
+            pred_aug = twin(image, z_low)
         ready.wait()
         if "pred" not in shared:
             raise RuntimeError("the clean pass failed")
