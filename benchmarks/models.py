@@ -103,12 +103,19 @@ def build_models(backbone, operators):
     return models
 
 
+BACKBONE = "backbone (dinov2-s14-imgfocus)"
+BACKBONE_BF16 = "backbone under bf16 autocast"
+SERVED_BF16 = "served upsampler under bf16 autocast"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--sizes", default="224,448", help="input sizes (multiples of 14)")
     ap.add_argument("--operators", default=",".join(OPERATORS), help="training-layout networks to time")
+    ap.add_argument("--bf16", action="store_true", help="also time the backbone and the served upsampler under "
+                    "torch.autocast(\"cpu\", dtype=torch.bfloat16) (pays on CPUs with bfloat16 units, e.g. Intel AMX)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat (smoke test)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "models.json"))
     args = ap.parse_args()
@@ -127,8 +134,20 @@ def main() -> None:
             image = torch.rand(1, 3, size, size)
             feats = backbone(image)
             norm = backbone.normalise(image)
-            calls = {"backbone (dinov2-s14-imgfocus)": lambda: backbone(image)}
+            calls = {BACKBONE: lambda: backbone(image)}
             calls.update({name: (lambda net=net: net(norm, feats)) for name, net in models.items()})
+            agreement = {}
+            if args.bf16:
+                def autocast(fn):
+                    def run():
+                        with torch.autocast("cpu", dtype=torch.bfloat16):
+                            return fn()
+                    return run
+                calls[BACKBONE_BF16] = autocast(calls[BACKBONE])
+                calls[SERVED_BF16] = autocast(calls[f"upsampler[{SERVED}]"])
+                for name, plain in ((BACKBONE_BF16, BACKBONE), (SERVED_BF16, f"upsampler[{SERVED}]")):
+                    cos = torch.nn.functional.cosine_similarity(calls[name]().float(), calls[plain]().float(), dim=1)
+                    agreement[name] = {"mean_cosine_to_float32": float(cos.mean()), "min_cosine": float(cos.min())}
             wall = {name: [] for name in calls}
             cpu = {name: [] for name in calls}
             for r in range(repeats + 2):  # two untimed warm-up rounds
@@ -142,9 +161,13 @@ def main() -> None:
             for name in calls:
                 rows.append({"size": size, "model": name, "ms": med[name], "cpu_ms": statistics.median(cpu[name])})
             served = med[f"upsampler[{SERVED}]"]
-            ratios.append({"size": size, "served_over_backbone": served / med["backbone (dinov2-s14-imgfocus)"],
+            ratios.append({"size": size, "served_over_backbone": served / med[BACKBONE],
                            "served_over_transcription": served / med[f"upsampler[{TRANSCRIPTION}]"],
                            "unfused_over_served": med[f"upsampler[{UNFUSED}]"] / served})
+            if args.bf16:
+                ratios[-1].update({"backbone_over_backbone_bf16": med[BACKBONE] / med[BACKBONE_BF16],
+                                   "served_over_backbone_bf16": served / med[BACKBONE_BF16],
+                                   "agreement": agreement})
     result = {"machine": cpu_model(), "threads": args.threads, "date": str(date.today()), "torch": torch.__version__,
               "repeats": repeats, "load_average": {"start": load_start[0], "end": os.getloadavg()[0]},
               "rows": rows, "ratios": ratios}
@@ -160,6 +183,11 @@ def main() -> None:
     for q in ratios:
         print(f"{q['size']}: served / backbone {q['served_over_backbone']:.3f}, served / transcription "
               f"{q['served_over_transcription']:.3f}, unfused / served {q['unfused_over_served']:.3f}")
+        if "agreement" in q:
+            print(f"{q['size']}: backbone / backbone under bf16 {q['backbone_over_backbone_bf16']:.2f}×, served / "
+                  f"backbone under bf16 {q['served_over_backbone_bf16']:.3f}; agreement with float32: "
+                  + ", ".join(f"{k} mean cosine {v['mean_cosine_to_float32']:.6f} (min {v['min_cosine']:.6f})"
+                              for k, v in q["agreement"].items()))
 
 
 if __name__ == "__main__":
