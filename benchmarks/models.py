@@ -167,6 +167,8 @@ def main() -> None:
             if args.bf16:
                 ratios[-1].update({"backbone_over_backbone_bf16": med[BACKBONE] / med[BACKBONE_BF16],
                                    "served_over_backbone_bf16": served / med[BACKBONE_BF16],
+                                   "served_bf16_over_backbone_bf16": med[SERVED_BF16] / med[BACKBONE_BF16],
+                                   "served_over_served_bf16": served / med[SERVED_BF16],
                                    "agreement": agreement})
     result = {"machine": cpu_model(), "threads": args.threads, "date": str(date.today()), "torch": torch.__version__,
               "repeats": repeats, "load_average": {"start": load_start[0], "end": os.getloadavg()[0]},
@@ -185,7 +187,8 @@ def main() -> None:
               f"{q['served_over_transcription']:.3f}, unfused / served {q['unfused_over_served']:.3f}")
         if "agreement" in q:
             print(f"{q['size']}: backbone / backbone under bf16 {q['backbone_over_backbone_bf16']:.2f}×, served / "
-                  f"backbone under bf16 {q['served_over_backbone_bf16']:.3f}; agreement with float32: "
+                  f"served under bf16 {q['served_over_served_bf16']:.2f}×, both under bf16: served / backbone "
+                  f"{q['served_bf16_over_backbone_bf16']:.3f}; agreement with float32: "
                   + ", ".join(f"{k} mean cosine {v['mean_cosine_to_float32']:.6f} (min {v['min_cosine']:.6f})"
                               for k, v in q["agreement"].items()))
 

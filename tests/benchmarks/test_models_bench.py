@@ -25,4 +25,4 @@ def test_models_benchmark_quick():
             "served upsampler under bf16 autocast"} <= names
     assert len(rows) == 12  # the backbone, 6 operators' networks, served, served unfused, transcription, 2 × bf16
     assert all(float(r.split("|")[3]) > 0 and float(r.split("|")[4]) > 0 for r in rows)
-    assert "56: served / backbone" in res.stdout and "56: backbone / backbone under bf16" in res.stdout
+    assert "56: served / backbone" in res.stdout and "56: backbone / backbone under bf16" in res.stdout and "both under bf16" in res.stdout

@@ -116,3 +116,37 @@ def test_network_created_in_inference_mode_runs_fused_without_caching_layouts(mo
         monkeypatch.setattr(U, "_FUSED_CONV", False)
         plain = net(image, feats)
     assert relative_error(fused, plain) < 1e-6
+
+
+def test_bf16_autocast_runs_the_fused_convolutions_in_bf16(monkeypatch):
+    """Under CPU bfloat16 autocast every fused convolution computes in bfloat16 (as autocast's own convolutions
+    would); the output keeps the features' dtype and differs from float32 by bfloat16 rounding only, no more
+    than the plain modules under autocast do (a float32 residual is added in float32, as autocast's add is)."""
+    net = folded_network()
+    image, feats = inputs()
+    seen = []  # the dtype each fused convolution computes in (its input as passed to oneDNN)
+    original = U._packed_weight
+
+    def spy(conv, x):
+        seen.append(x.dtype)
+        return original(conv, x)
+
+    monkeypatch.setattr(U, "_packed_weight", spy)
+    with torch.inference_mode():
+        full = net(image, feats)
+        calls = len(seen)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fused = net(image, feats)
+    assert calls == 34 and seen == [torch.float32] * calls + [torch.bfloat16] * calls
+    assert fused.dtype == torch.float32 and fused.shape == full.shape
+    monkeypatch.setattr(U, "_FUSED_CONV", False)  # the plain modules under the same autocast
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = net(image, feats)
+    assert len(seen) == 2 * calls
+    with torch.no_grad():
+        oracle = net.double()(image.double(), feats.double())
+    # bfloat16 keeps 8 significant bits (relative rounding 2^-8 ≈ 4e-3 per operation)
+    for got in (fused, plain):
+        err = relative_error(got, oracle)
+        assert 1e-5 < err < 5e-2, err  # not float32's rounding, and within a few dozen bfloat16 roundings
+    assert relative_error(fused, oracle) < 1.5 * relative_error(plain, oracle)

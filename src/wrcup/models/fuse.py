@@ -58,32 +58,50 @@ _FUSED_CONV = _has_fused_conv()
 _PACKED_WEIGHTS: "weakref.WeakKeyDictionary[nn.Conv2d, tuple]" = weakref.WeakKeyDictionary()
 
 
+def bf16_autocast() -> bool:
+    """Whether CPU autocast to bfloat16 is on: the fused convolutions then compute in bfloat16, as autocast's
+    own convolutions would (with bfloat16 matrix units, e.g. Intel AMX, they run faster; benchmarks/models.py)."""
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
 def fused_inference(x: torch.Tensor) -> bool:
     """Whether the fused inference convolutions apply to ``x``: gradients off (no_grad / inference_mode), a
-    float32 CPU tensor, oneDNN available, and not traced (compile, export and ONNX see the plain modules)."""
-    return (_FUSED_CONV and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
+    float32 CPU tensor (or bfloat16 under bfloat16 autocast), oneDNN available, and not traced (compile, export
+    and ONNX see the plain modules)."""
+    return (_FUSED_CONV and not torch.is_grad_enabled() and x.device.type == "cpu"
+            and (x.dtype == torch.float32 or x.dtype == torch.bfloat16 and bf16_autocast())
             and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
             and not torch.onnx.is_in_onnx_export())
 
 
 def _packed_weight(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv.weight`` in oneDNN's layout for input shape ``x.shape``, cached until the weight changes."""
+    """``conv.weight`` in oneDNN's layout for input shape ``x.shape`` and ``x``'s dtype, cached until the weight
+    changes."""
     weights = value_key(conv.weight)  # None (no version counter): lay it out on every call
-    key = None if weights is None else (*weights, tuple(x.shape))
+    key = None if weights is None else (*weights, tuple(x.shape), x.dtype)
     hit = _PACKED_WEIGHTS.get(conv)
     if key is not None and hit is not None and hit[0] == key:
         return hit[1]
     packed = torch.ops.mkldnn._reorder_convolution_weight(
-        conv.weight, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(x.shape))
+        conv.weight.to(x.dtype), list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+        list(x.shape))
     if key is not None:
         _PACKED_WEIGHTS[conv] = (key, packed)
     return packed
 
 
 def conv_fused(conv: nn.Conv2d, x: torch.Tensor, relu: bool, add: torch.Tensor | None = None) -> torch.Tensor:
-    """relu?(conv(x) + add) in one oneDNN call; x (and ``add``) channels-last float32 CPU, conv zero-padded."""
-    args = (_packed_weight(conv, x), conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+    """relu?(conv(x) + add) in one oneDNN call; x (and ``add``) channels-last CPU, conv zero-padded. float32, or
+    bfloat16 under bfloat16 autocast (input, weight and bias cast; bfloat16 out). A float32 ``add`` under
+    bfloat16 is added after the call, in float32, as autocast's own add would: a residual keeps its precision."""
+    dtype = torch.bfloat16 if bf16_autocast() else torch.float32
+    x = x.to(dtype)
+    bias = None if conv.bias is None else conv.bias.to(dtype)
+    args = (_packed_weight(conv, x), bias, list(conv.padding), list(conv.stride), list(conv.dilation),
             conv.groups)
+    if add is not None and add.dtype != dtype:
+        out = torch.ops.mkldnn._convolution_pointwise(x, *args, "none", [], "").to(add.dtype) + add
+        return out.relu_() if relu else out
     if add is None:
         return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu" if relu else "none", [], "")
     return torch.ops.mkldnn._convolution_pointwise.binary(x, add, *args, "add", None, "relu" if relu else None, [],
