@@ -154,8 +154,8 @@ def _overlapped_passes(model, backbone, cfg, weights, low, z_low, crop_t, boxes,
     Same losses and gradients as the sequential passes, in another rounding: each pass differentiates its own
     losses (clean: local/global/full; augmented: consistency against the detached clean prediction) and the
     two gradients are added in a fixed order into ``.grad``. ``use_amp``: each pass's forward under bfloat16
-    autocast (autocast is per thread, so it is entered inside the workers). The augmented pass runs on a twin module sharing
-    the parameters; BatchNorm running statistics are merged as if the clean pass had updated them first:
+    autocast (autocast is per thread, so it is entered inside the workers). The augmented pass runs on a twin
+    module sharing the parameters; BatchNorm running statistics are merged as if the clean pass had updated them first:
     r ← (1 − m)·r_clean + (r_aug − (1 − m)·r_before). Deterministic for a given thread count.
     """
     twin, norms = _twin(model)
