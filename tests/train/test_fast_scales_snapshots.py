@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,20 +10,12 @@ from safetensors.torch import load_file
 
 from wrcup.cli.main import main
 from wrcup.models.checkpoint import read_metadata
-from wrcup.train.trainer import (LOSS_NAMES, ImagePool, TargetSource, TrainConfig, batch_indices, build_model,
+from wrcup.train.trainer import (LOSS_NAMES, TargetSource, TrainConfig, batch_indices, build_model,
                                  build_optimizer, lr_factor, scale_index, train, train_step)
 
 # 112-pixel high-res views keep the real backbone cheap (56-px low-res view = 4×4 tokens); 168 is the second scale.
 SMALL = dict(crop_align=28, crops=2, batch_size=2, progress=False, checkpoint_every=0)
 TWO_SCALES = dict(high_res=[112, 168], scale_mix=[1.0, 1.0], seed=3)
-
-
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory, real_photos):
-    folder = tmp_path_factory.mktemp("photos")
-    for p in real_photos[:4]:
-        shutil.copy(p, folder / p.name)
-    return ImagePool([str(folder)])
 
 
 def test_fast_step_computes_the_same_losses_and_gradients(tmp_path, pool, embedded_backbone):
@@ -161,8 +152,10 @@ def test_overlapped_passes_match_sequential_passes(tmp_path, pool, embedded_back
         torch.testing.assert_close(bufs_ovl[name], b, rtol=1e-5, atol=1e-7, msg=name)
 
 
-def test_overlapped_run_resumes_exactly(tmp_path, pool, embedded_backbone):
-    common = dict(data=["unused"], operator="wrc-reference", residual=True, high_res=112, steps=4, lr=1e-3, **SMALL)
+@pytest.mark.parametrize("precision", ["auto", "bfloat16"])  # bfloat16: autocast inside the overlapped workers
+def test_overlapped_run_resumes_exactly(tmp_path, pool, embedded_backbone, precision):
+    common = dict(data=["unused"], operator="wrc-reference", residual=True, high_res=112, steps=4, lr=1e-3,
+                  precision=precision, **SMALL)
     old = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -176,3 +169,4 @@ def test_overlapped_run_resumes_exactly(tmp_path, pool, embedded_backbone):
     a = load_file(str(tmp_path / "straight" / "wrc.safetensors"))
     b = load_file(str(tmp_path / "split" / "wrc.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert read_metadata(tmp_path / "split" / "wrc.safetensors")["config"]["precision"] == precision

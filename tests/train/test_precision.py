@@ -1,28 +1,19 @@
 """Training under bfloat16 autocast (``precision="bfloat16"``): the convolutions run in bfloat16, the step stays
-close to the float32 one, its overlapped passes equal its sequential ones, and a resumed run replays exactly."""
+close to the float32 one, and its overlapped passes equal its sequential ones. (A resumed bfloat16 run replays
+exactly: tests/train/test_fast_scales_snapshots.py.)"""
 from __future__ import annotations
 
-import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from wrcup.train.step import uses_bf16_autocast
-from wrcup.train.trainer import (LOSS_NAMES, ImagePool, TargetSource, TrainConfig, batch_indices, build_model,
-                                 build_optimizer, lr_factor, train, train_step)
+from wrcup.train.trainer import (LOSS_NAMES, TargetSource, TrainConfig, batch_indices, build_model,
+                                 build_optimizer, lr_factor, train_step)
 
 # 112-pixel high-res views keep the real backbone cheap (56-px low-res view = 4×4 tokens)
 SMALL = dict(data=["unused"], operator="wrc-aligned", residual=True, high_res=112, crop_align=28, crops=2,
              lr=1e-3, progress=False, checkpoint_every=0)
-
-
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory, real_photos):
-    folder = tmp_path_factory.mktemp("photos")
-    for p in real_photos[:4]:
-        shutil.copy(p, folder / p.name)
-    return ImagePool([str(folder)])
 
 
 def _one_step(cfg, pool, backbone, threads: int, overlap: bool, step: int = 0):
@@ -92,21 +83,3 @@ def test_bf16_overlapped_passes_match_sequential_passes(tmp_path, pool, embedded
     assert torch.equal(ovl[0], seq[0])
     assert all(torch.equal(ovl[1][n], seq[1][n]) for n in seq[1])
 
-
-def test_bf16_run_resumes_exactly(tmp_path, pool, embedded_backbone):
-    common = dict(SMALL, steps=4, batch_size=2, precision="bfloat16")
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        straight = train(TrainConfig(out=str(tmp_path / "straight"), **common), images=pool, backbone=embedded_backbone)
-        split = TrainConfig(out=str(tmp_path / "split"), **common)
-        train(split, images=pool, backbone=embedded_backbone, stop_at=2)
-        resumed = train(split, resume=True, images=pool, backbone=embedded_backbone)
-    finally:
-        torch.set_num_threads(old)
-    assert resumed["param_checksum"] == straight["param_checksum"]
-    a = load_file(str(tmp_path / "straight" / "wrc.safetensors"))
-    b = load_file(str(tmp_path / "split" / "wrc.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    from wrcup.models.checkpoint import read_metadata
-    assert read_metadata(tmp_path / "split" / "wrc.safetensors")["config"]["precision"] == "bfloat16"
