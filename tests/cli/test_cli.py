@@ -150,6 +150,18 @@ def test_info_lists_registries(capsys):
     out = capsys.readouterr().out
     assert "wrc-reference" in out and "dinov2-s14-imgfocus" in out
     assert "checkpoints: wrc-dinov2-s14-imgfocus, wrc-dinov2-s14-imgfocus-v2 (default)\n" in out
+    assert "\ncpu:         bfloat16 units: " in out
+
+
+@pytest.mark.parametrize("units, words", [("AMX", "run faster here"), ("AVX512-BF16", "not measured"),
+                                          (None, "Keep float32")])
+def test_info_says_whether_bfloat16_pays_on_this_cpu(capsys, monkeypatch, units, words):
+    from wrcup.models import fuse
+
+    monkeypatch.setattr(fuse, "cpu_bfloat16_units", lambda: units)
+    assert main(["info"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("cpu:") and words in line
 
 
 def test_train_rejects_unknown_loss_names(tmp_path, capsys):

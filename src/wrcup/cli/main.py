@@ -275,7 +275,21 @@ def _run_info(args) -> int:
         print(f"  {name}: {nn.operator_entry(name).summary}")
     print("checkpoints: " + ", ".join(f"{name} (default)" if name == DEFAULT_CHECKPOINT else name
                                       for name in sorted(SHIPPED_CHECKPOINTS)))
+    print("cpu:         " + _bfloat16_advice())
     return 0
+
+
+def _bfloat16_advice() -> str:
+    from wrcup.models.fuse import cpu_bfloat16_units
+
+    units = cpu_bfloat16_units()
+    if units == "AMX":
+        return ("bfloat16 units: AMX. torch.autocast(\"cpu\", dtype=torch.bfloat16) around the model and "
+                "`wrcup train --precision bfloat16` run faster here (measured: docs/BENCHMARKS.md)")
+    if units is not None:
+        return (f"bfloat16 units: {units} (not measured with wrcup; compare float32 and bfloat16 autocast before "
+                "using it)")
+    return "bfloat16 units: none found. Keep float32: bfloat16 convolutions are much slower without them"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -64,6 +64,20 @@ def bf16_autocast() -> bool:
     return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
+def cpu_bfloat16_units() -> str | None:
+    """This CPU's bfloat16 matrix units as torch sees them: "AMX", "AVX512-BF16" or None (none, or unknown)."""
+    def has(name: str) -> bool:
+        probe = getattr(torch.cpu, name, None)  # private probes of torch.cpu; absent in some builds
+        try:
+            return bool(probe()) if callable(probe) else False
+        except RuntimeError:
+            return False
+
+    if has("_is_amx_tile_supported"):
+        return "AMX"
+    return "AVX512-BF16" if has("_is_avx512_bf16_supported") else None
+
+
 def fused_inference(x: torch.Tensor) -> bool:
     """Whether the fused inference convolutions apply to ``x``: gradients off (no_grad / inference_mode), a
     float32 CPU tensor (or bfloat16 under bfloat16 autocast), oneDNN available, and not traced (compile, export
