@@ -149,6 +149,8 @@ def main(argv=None) -> dict:
     if args.compile:
         variants.append(variant("fast+compile", first, True, compile_model=True, overlap=False))
     variants += [variant(f"fast@{size}", size, True) for size in scales[1:]]
+    if args.bf16:
+        variants += [variant(f"fast+bf16@{size}", size, True, precision="bfloat16") for size in scales[1:]]
 
     # interleaved: every variant runs step r before any runs step r + 1
     for r in range(args.warmup + args.repeats):
