@@ -108,6 +108,14 @@ BACKBONE_BF16 = "backbone under bf16 autocast"
 SERVED_BF16 = "served upsampler under bf16 autocast"
 
 
+def _under_bf16_autocast(fn):
+    """``fn`` called under CPU bfloat16 autocast."""
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fn()
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -138,13 +146,8 @@ def main() -> None:
             calls.update({name: (lambda net=net: net(norm, feats)) for name, net in models.items()})
             agreement = {}
             if args.bf16:
-                def autocast(fn):
-                    def run():
-                        with torch.autocast("cpu", dtype=torch.bfloat16):
-                            return fn()
-                    return run
-                calls[BACKBONE_BF16] = autocast(calls[BACKBONE])
-                calls[SERVED_BF16] = autocast(calls[f"upsampler[{SERVED}]"])
+                calls[BACKBONE_BF16] = _under_bf16_autocast(calls[BACKBONE])
+                calls[SERVED_BF16] = _under_bf16_autocast(calls[f"upsampler[{SERVED}]"])
                 for name, plain in ((BACKBONE_BF16, BACKBONE), (SERVED_BF16, f"upsampler[{SERVED}]")):
                     cos = torch.nn.functional.cosine_similarity(calls[name]().float(), calls[plain]().float(), dim=1)
                     agreement[name] = {"mean_cosine_to_float32": float(cos.mean()), "min_cosine": float(cos.min())}

@@ -184,23 +184,24 @@ def main(argv=None) -> dict:
                      "precision": v["cfg"].precision,
                      "first_step_s": v["first_step_s"], "losses": v["losses"], **_summary(v["clocks"])})
     by_name = {r["variant"]: r for r in rows}
-    cur, fast = by_name["current"], by_name["fast"]
-    pairs = list(zip(variants[0]["clocks"], variants[1]["clocks"]))
-    ratios = {
-        "wall": cur["step_wall_ms"] / fast["step_wall_ms"],
-        "cpu": cur["step_cpu_ms"] / fast["step_cpu_ms"],
-        "wall_pairwise_median": statistics.median(sum(a.wall.values()) / sum(b.wall.values()) for a, b in pairs),
-        "cpu_pairwise_median": statistics.median(sum(a.cpu.values()) / sum(b.cpu.values()) for a, b in pairs),
-    }
+    clocks = {v["name"]: v["clocks"] for v in variants}
+
+    def speedup(slow: str, quick: str) -> dict:
+        """How much faster variant ``quick`` ran than ``slow``: ratios of the medians and medians of paired steps."""
+        a, b = by_name[slow], by_name[quick]
+        pairs = list(zip(clocks[slow], clocks[quick]))
+
+        def paired(kind: str) -> float:
+            return statistics.median(sum(getattr(x, kind).values()) / sum(getattr(y, kind).values()) for x, y in pairs)
+
+        return {"wall": a["step_wall_ms"] / b["step_wall_ms"], "cpu": a["step_cpu_ms"] / b["step_cpu_ms"],
+                "wall_pairwise_median": paired("wall"), "cpu_pairwise_median": paired("cpu")}
+
+    ratios = speedup("current", "fast")
     bf16_ratios = None
     if "fast+bf16" in by_name:
-        amp = by_name["fast+bf16"]
-        amp_clocks = next(v["clocks"] for v in variants if v["name"] == "fast+bf16")
-        bf16_ratios = {
-            "wall": cur["step_wall_ms"] / amp["step_wall_ms"], "cpu": cur["step_cpu_ms"] / amp["step_cpu_ms"],
-            "wall_pairwise_median": statistics.median(sum(a.wall.values()) / sum(b.wall.values())
-                                                      for a, b in zip(variants[0]["clocks"], amp_clocks)),
-            "fast_over_fast_bf16_wall": fast["step_wall_ms"] / amp["step_wall_ms"]}
+        bf16_ratios = {**speedup("current", "fast+bf16"),
+                       "fast_over_fast_bf16_wall": speedup("fast", "fast+bf16")["wall"]}
     result = {
         "machine": cpu_model(), "threads": args.threads, "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "torch": torch.__version__, "load_average": {"start": load_start, "end": os.getloadavg()[0]},
