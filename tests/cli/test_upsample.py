@@ -174,6 +174,41 @@ def test_to_image_guided_final_step_is_guided_upsample_with_the_photo(tmp_path, 
     assert np.abs(guided - bilinear).max() > 0.05 * np.abs(bilinear).max()
 
 
+# ------------------------------------------------------------------------------------------ precision
+@pytest.mark.parametrize("to_image", [False, True])
+def test_bfloat16_precision_gives_the_float32_features_to_bfloat16_rounding(tmp_path, real_photos, fast_load,
+                                                                            to_image):
+    """--precision bfloat16 runs the model under bfloat16 autocast: the features differ from float32's (so the
+    backbone and the convolutions did compute in bfloat16), by rounding only. Bound: bfloat16 keeps 8 significant
+    bits, so each rounding moves a vector by a relative 2⁻⁹ at most and costs ≈ (2⁻⁹)²/2 ≈ 2e-6 of cosine;
+    thousands of roundings through twelve blocks and the upsampler stay far below 1e-3."""
+    photo = _photo(tmp_path / "p.png", real_photos, 0, size=(150, 100))
+    extra = ["--to-image"] if to_image else []
+    for precision in ("float32", "bfloat16"):
+        assert main(["upsample", str(photo), "--out", str(tmp_path / precision), "--precision", precision,
+                     "--no-figure", "--quiet", "--size", "56", *extra]) == 0
+    if to_image:
+        single, half = (torch.from_numpy(np.load(tmp_path / p / "p.npy").astype(np.float32))
+                        for p in ("float32", "bfloat16"))
+    else:
+        single, half = (load_file(tmp_path / p / "p.safetensors")["features"] for p in ("float32", "bfloat16"))
+    assert single.shape == half.shape and half.dtype == single.dtype
+    cosine = torch.nn.functional.cosine_similarity(single.double(), half.double(), dim=0)
+    assert not torch.equal(single, half)
+    assert float(cosine.min()) >= 0.999 and float(cosine.mean()) >= 0.9999, (float(cosine.min()), float(cosine.mean()))
+
+
+def test_bfloat16_precision_on_a_cpu_without_bfloat16_units_says_it_will_be_slow(tmp_path, real_photos, fast_load,
+                                                                                 monkeypatch, capsys):
+    import wrcup.models.fuse as fuse
+
+    monkeypatch.setattr(fuse, "cpu_bfloat16_units", lambda: None)
+    photo = _photo(tmp_path / "p.png", real_photos, 0, size=(60, 40))
+    assert main(["upsample", str(photo), "--out", str(tmp_path / "o"), "--precision", "bfloat16", "--no-figure",
+                 *SMALL]) == 0
+    assert "warning: --precision bfloat16 on a CPU without bfloat16 units" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------ bad flags
 @pytest.mark.parametrize("argv, words", [
     (["--device", "gpu"], ["--device", "'gpu'", "cpu", "cuda"]),

@@ -185,6 +185,12 @@ def test_guided_last_step_without_gradients_equals_the_differentiable_one():
         expected = guided_upsample(feats.detach().half().float(), images.float(), (25, 40)).half()
     assert half.dtype == torch.float16
     torch.testing.assert_close(half, expected, rtol=0, atol=2e-3 * float(expected.abs().max()))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # autocast is off inside: float32's values
+        under_autocast = guided_last_step(feats.detach().float(), images.float(), (25, 40))
+    with torch.no_grad():
+        plain = guided_last_step(feats.detach().float(), images.float(), (25, 40))
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, plain, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("grid, size, image_hw, expected", [

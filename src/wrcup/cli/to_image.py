@@ -36,7 +36,7 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
     import torch
 
     from .._io import atomic_path
-    from .upsample import _reason, backbone_input
+    from .upsample import _reason, backbone_input, precision_context
     from ..models.tiling import learned_passes_to_guidance
     from ..models.to_image import write_features_npy
     from ..viz import save_comparison_figure
@@ -54,7 +54,7 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
     bar.set_postfix_str(f"{job.image.name} {W0}×{H0} → {W}×{H} → features {target[1]}×{target[0]}", refresh=True)
     written = []
     try:
-        with torch.inference_mode(), atomic_path(job.features) as tmp:
+        with torch.inference_mode(), precision_context(args.precision, device), atomic_path(job.features) as tmp:
             t0 = time.perf_counter()
             guide, low = model.encode(x)
             t1 = time.perf_counter()

@@ -25,6 +25,38 @@ LAYOUT = ("Output names mirror the images' folders relative to their common pare
           "--skip-existing counts images whose outputs all exist as done (to finish an interrupted run).")
 
 
+# --precision: float32, or bfloat16 autocast (cpu and cuda only: torch's autocast device types used here)
+INFERENCE_PRECISIONS = ("float32", "bfloat16")
+
+
+def precision_context(precision: str, device: str):
+    """The context the model runs in for ``--precision``: bfloat16 autocast on ``device``'s type, or nothing."""
+    import contextlib
+
+    import torch
+
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def check_precision(precision: str, device: str, report: "Report") -> None:
+    """--precision bfloat16 needs a cpu or cuda device; on a CPU without bfloat16 units it works but is slow: said."""
+    import torch
+
+    if precision == "float32":
+        return
+    kind = torch.device(device).type
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"--precision bfloat16 runs on cpu or cuda, not on {device!r}; use --precision float32")
+    if kind == "cpu":
+        from ..models.fuse import cpu_bfloat16_units
+
+        if cpu_bfloat16_units() is None:
+            report.warn("--precision bfloat16 on a CPU without bfloat16 units (wrcup info): it computes, but "
+                        "expect it to be much slower than float32")
+
+
 def _point(text: str) -> tuple[float, float]:
     try:
         x, y = (float(v) for v in text.split(","))
@@ -66,6 +98,12 @@ def add_parser(sub) -> None:
                         "centre); an image it lies outside of gets a picture without them")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     p.add_argument("--no-figure", action="store_true", help="write the features only (no PNG; --point is unused)")
+    p.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="float32",
+                   help="bfloat16: the backbone and the upsampler's convolutions compute under bfloat16 autocast "
+                        "(the WRC solves and the guided last step stay float32; the features are written as with "
+                        "float32). Faster on GPUs and on CPUs with bfloat16 matrix units such as Intel AMX (`wrcup "
+                        "info` says whether this one has them), much slower on CPUs without; docs/BENCHMARKS.md has "
+                        "the measured speed and the features' cosine to float32 (default: %(default)s)")
     from ..models.sizing import SCALES
 
     size = p.add_mutually_exclusive_group()
@@ -295,7 +333,7 @@ def process(job: Job, model, args, device: str, report: Report, bar) -> str | No
     H, W = x.shape[-2:]
     bar.set_postfix_str(f"{job.image.name} {W0}×{H0} → {W}×{H}", refresh=True)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), precision_context(args.precision, device):
             high, low = model(x, return_low_res=True, scale=args.scale, max_memory=args.max_memory)
     except (RuntimeError, ValueError) as err:  # e.g. out of memory on a huge image: this one fails, others go on
         if os.environ.get("WRCUP_DEBUG"):
@@ -342,6 +380,7 @@ def run(args) -> int:
 
     report = Report(args.quiet)
     device = resolve_device(args.device, "--device")
+    check_precision(args.precision, device, report)
     args.max_memory = parse_memory(args.max_memory, "--max-memory")
     check_positive_int(args.max_side, "--max-side")
     _, meta = check_model(args.model)

@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_finite, check_tensor
+from .closed_form import no_autocast
 
-__all__ = ["guided_coefficients", "fit_guided", "apply_guided", "guided_upsample", "GUIDED_RADIUS", "GUIDED_EPS",
-           "GUIDED_BLOCK"]
+__all__ = ["guided_coefficients", "fit_guided", "fit_guided_at", "apply_guided", "guided_upsample", "GUIDED_RADIUS",
+           "GUIDED_EPS", "GUIDED_BLOCK"]
 
 # Chosen on the DAVIS dev frames (docs/RESULTS.md, "The last step to pixel resolution"): a colour guide, 3×3 windows, eps 1e-3
 # on [0, 1] colours.
@@ -103,6 +104,25 @@ def apply_guided(a: torch.Tensor, b: torch.Tensor, guide: torch.Tensor) -> torch
     return out
 
 
+def fit_guided_at(features: torch.Tensor, image: torch.Tensor, size: Sequence[int], radius: int = GUIDED_RADIUS,
+                  eps: float = GUIDED_EPS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unchecked core of :func:`guided_upsample` up to the enlargement, shared with the gradient-free growth of
+    :func:`wrcup.models.bundle.guided_last_step`: the coefficients ``(a, b)`` of :func:`fit_guided` and the guide
+    at the output ``size``, ``image`` resized with antialiasing (k×H×W per image: B×k×H×W).
+
+    float16 and bfloat16 features are fitted in float32 (a, b and the guide then come back in float32); call it with
+    autocast off (the 3×3 solves and the covariances would otherwise round to bfloat16).
+    """
+    if features.dtype not in (torch.float32, torch.float64):
+        features = features.float()
+    image = image.to(features.dtype)
+    a, b = fit_guided(features, image, radius, eps)
+    H, W = int(size[0]), int(size[1])
+    high = image if tuple(image.shape[-2:]) == (H, W) else F.interpolate(
+        image, size=(H, W), mode="bilinear", align_corners=False, antialias=True)
+    return a, b, high
+
+
 def guided_upsample(features: torch.Tensor, image: torch.Tensor, size: Sequence[int] | None = None,
                     radius: int = GUIDED_RADIUS, eps: float = GUIDED_EPS) -> torch.Tensor:
     """Features B×C×h×w → B×C×H×W guided by ``image`` (B×k×H'×W' in [0, 1], any size; resized with
@@ -110,7 +130,8 @@ def guided_upsample(features: torch.Tensor, image: torch.Tensor, size: Sequence[
 
     ``size`` defaults to the image's own size. The output size must be at least the grid's in both directions
     (this is an enlargement; shrink with :func:`wrcup.models.sizing.resize_features`). float16 and bfloat16
-    features are fitted in float32 and the result returned in their dtype.
+    features are fitted in float32 and the result returned in their dtype; under ``torch.autocast`` the filter
+    still computes in full precision.
     """
     check_tensor(features, "features", 4)
     check_tensor(image, "image", 4)
@@ -123,13 +144,9 @@ def guided_upsample(features: torch.Tensor, image: torch.Tensor, size: Sequence[
     h, w = features.shape[-2:]
     if H < h or W < w:
         raise ValueError(f"size {H}×{W} is smaller than the features' grid {h}×{w}: guided_upsample only enlarges")
-    if features.dtype not in (torch.float32, torch.float64):  # float16 / bfloat16: fitted in float32, returned as given
-        return guided_upsample(features.float(), image.float(), (H, W), radius, eps).to(features.dtype)
-    image = image.to(features.dtype)
-    a, b = fit_guided(features, image, radius, eps)
-    high = image if tuple(image.shape[-2:]) == (H, W) else F.interpolate(
-        image, size=(H, W), mode="bilinear", align_corners=False, antialias=True)
-    B, C, k = a.shape[:3]
-    a_up = F.interpolate(a.reshape(B, C * k, h, w), size=(H, W), mode="bilinear", align_corners=False)
-    b_up = F.interpolate(b, size=(H, W), mode="bilinear", align_corners=False)
-    return apply_guided(a_up.view(B, C, k, H, W), b_up, high)
+    with no_autocast(features.device):
+        a, b, high = fit_guided_at(features, image, (H, W), radius, eps)
+        B, C, k = a.shape[:3]
+        a_up = F.interpolate(a.reshape(B, C * k, h, w), size=(H, W), mode="bilinear", align_corners=False)
+        b_up = F.interpolate(b, size=(H, W), mode="bilinear", align_corners=False)
+        return apply_guided(a_up.view(B, C, k, H, W), b_up, high).to(features.dtype)
