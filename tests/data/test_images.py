@@ -61,8 +61,12 @@ def test_load_image_applies_exif_orientation(tmp_path):
 
 def test_load_image_errors_name_the_path(tmp_path):
     missing = tmp_path / "missing.jpg"
-    with pytest.raises(ImageReadError, match="missing.jpg"):
+    with pytest.raises(ImageReadError, match="missing.jpg.*no such file"):
         load_image(missing)
+    folder = tmp_path / "photos.jpg"
+    folder.mkdir()
+    with pytest.raises(ImageReadError, match="photos.jpg.*a folder, not an image file"):
+        load_image(folder)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image at all")
     with pytest.raises(ImageReadError, match="broken.png"):

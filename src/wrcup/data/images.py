@@ -82,7 +82,8 @@ def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
 def _open(path: Path) -> Image.Image:
     """Open and fully decode ``path`` with PIL, turning every failure into :class:`ImageReadError`."""
     if not path.is_file():
-        raise ImageReadError(f"cannot read {str(path)!r}: no such file")
+        what = "a folder, not an image file" if path.is_dir() else "no such file"
+        raise ImageReadError(f"cannot read {str(path)!r}: {what}")
     try:
         img = Image.open(path)
         img.load()  # PIL decodes lazily; force it here so truncated files fail inside this try
