@@ -284,8 +284,9 @@ def _bfloat16_advice() -> str:
 
     units = cpu_bfloat16_units()
     if units == "AMX":
-        return ("bfloat16 units: AMX. torch.autocast(\"cpu\", dtype=torch.bfloat16) around the model and "
-                "`wrcup train --precision bfloat16` run faster here (measured: docs/BENCHMARKS.md)")
+        return ("bfloat16 units: AMX. torch.autocast(\"cpu\", dtype=torch.bfloat16) around the model, "
+                "`wrcup upsample --precision bfloat16` and `wrcup train --precision bfloat16` run faster here "
+                "(measured: docs/BENCHMARKS.md)")
     if units is not None:
         return (f"bfloat16 units: {units} (not measured with wrcup; compare float32 and bfloat16 autocast before "
                 "using it)")
