@@ -97,7 +97,9 @@ def check_images(images, name: str = "images") -> torch.Tensor:
                         f"{hint}")
     if images.shape[1] != 3:
         hint = (f"; it looks channels-last: use {name}.permute(0, 3, 1, 2)" if images.shape[-1] == 3 else
-                f"; repeat a grey channel with {name}.expand(-1, 3, -1, -1)" if images.shape[1] == 1 else "")
+                f"; repeat a grey channel with {name}.expand(-1, 3, -1, -1)" if images.shape[1] == 1 else
+                f"; for RGBA, composite the alpha channel or drop it with {name}[:, :3]" if images.shape[1] == 4
+                else "")
         raise ValueError(f"{name} must have 3 channels (RGB) in dimension 1, got shape {tuple(images.shape)}{hint}")
     if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
         raise ValueError(f"{name} must be non-empty, got shape {tuple(images.shape)}")

@@ -84,6 +84,7 @@ def test_unknown_name_and_bad_images_give_clear_errors(shipped, tmp_path):
     (torch.rand(3, 56, 56), ValueError, r"add the batch dimension: images\[None\]"),
     (torch.rand(1, 56, 56, 3), ValueError, r"channels-last: use images.permute\(0, 3, 1, 2\)"),
     (torch.rand(1, 1, 56, 56), ValueError, r"images.expand\(-1, 3, -1, -1\)"),
+    (torch.rand(1, 4, 56, 56), ValueError, r"RGBA, composite the alpha channel or drop it with images\[:, :3\]"),
     (torch.rand(1, 3, 0, 56), ValueError, "must be non-empty"),
     (torch.rand(2, 3, 20, 300), ValueError, "20×300 give a 1×21 token grid .* at least 21 pixels on each side"),
 ])
