@@ -107,8 +107,8 @@ def apply_guided(a: torch.Tensor, b: torch.Tensor, guide: torch.Tensor) -> torch
 def fit_guided_at(features: torch.Tensor, image: torch.Tensor, size: Sequence[int], radius: int = GUIDED_RADIUS,
                   eps: float = GUIDED_EPS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unchecked core of :func:`guided_upsample` up to the enlargement, shared with the gradient-free growth of
-    :func:`wrcup.models.bundle.guided_last_step`: the coefficients ``(a, b)`` of :func:`fit_guided` and the guide
-    at the output ``size``, ``image`` resized with antialiasing (k×H×W per image: B×k×H×W).
+    :func:`wrcup.models.bundle.guided_last_step`: ``(a, b, guide)``, the coefficients of :func:`fit_guided` (a
+    B×C×k×h×w, b B×C×h×w) and ``image`` at the output ``size`` (B×k×H×W, resized with antialiasing if needed).
 
     float16 and bfloat16 features are fitted in float32 (a, b and the guide then come back in float32); call it with
     autocast off (the 3×3 solves and the covariances would otherwise round to bfloat16).
