@@ -100,7 +100,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-figure", action="store_true", help="write the features only (no PNG; --point is unused)")
     p.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="float32",
                    help="bfloat16: the backbone and the upsampler's convolutions compute under bfloat16 autocast "
-                        "(the WRC solves and the guided last step stay float32; the features are written as with "
+                        "(the WRC solves and the guided last step stay float32; the files hold the same dtypes as with "
                         "float32). Faster on GPUs and on CPUs with bfloat16 matrix units such as Intel AMX (`wrcup "
                         "info` says whether this one has them), much slower on CPUs without; docs/BENCHMARKS.md has "
                         "the measured speed and the features' cosine to float32 (default: %(default)s)")
