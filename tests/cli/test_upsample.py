@@ -198,6 +198,16 @@ def test_bfloat16_precision_gives_the_float32_features_to_bfloat16_rounding(tmp_
     assert float(cosine.min()) >= 0.999 and float(cosine.mean()) >= 0.9999, (float(cosine.min()), float(cosine.mean()))
 
 
+def test_bfloat16_precision_needs_a_cpu_or_cuda_device():
+    from wrcup.cli.precision import check_precision
+
+    warned = []
+    with pytest.raises(ValueError, match="--precision bfloat16 runs on cpu or cuda, not on 'mps'"):
+        check_precision("bfloat16", "mps", warned.append)
+    check_precision("float32", "mps", warned.append)
+    assert warned == []
+
+
 def test_bfloat16_precision_on_a_cpu_without_bfloat16_units_says_it_will_be_slow(tmp_path, real_photos, fast_load,
                                                                                  monkeypatch, capsys):
     import wrcup.models.fuse as fuse

@@ -36,7 +36,8 @@ def process_to_image(job: Job, image, model, args, device: str, report: Report, 
     import torch
 
     from .._io import atomic_path
-    from .upsample import _reason, backbone_input, precision_context
+    from .precision import precision_context
+    from .upsample import _reason, backbone_input
     from ..models.tiling import learned_passes_to_guidance
     from ..models.to_image import write_features_npy
     from ..viz import save_comparison_figure

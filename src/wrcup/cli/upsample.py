@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from .precision import INFERENCE_PRECISIONS, check_precision, precision_context
 from .to_image import MAX_IMAGE_SIDE
 
 LAYOUT = ("Output names mirror the images' folders relative to their common parent folder: a/00000.jpg and "
@@ -23,38 +24,6 @@ LAYOUT = ("Output names mirror the images' folders relative to their common pare
           "straight into OUT. Two images of one folder with the same name stem (x.jpg, x.png) keep their suffix "
           "(OUT/x.jpg.safetensors, OUT/x.png.safetensors). Existing outputs are not replaced unless --overwrite; "
           "--skip-existing counts images whose outputs all exist as done (to finish an interrupted run).")
-
-
-# --precision: float32, or bfloat16 autocast (cpu and cuda only: torch's autocast device types used here)
-INFERENCE_PRECISIONS = ("float32", "bfloat16")
-
-
-def precision_context(precision: str, device: str):
-    """The context the model runs in for ``--precision``: bfloat16 autocast on ``device``'s type, or nothing."""
-    import contextlib
-
-    import torch
-
-    if precision == "float32":
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-
-
-def check_precision(precision: str, device: str, report: "Report") -> None:
-    """--precision bfloat16 needs a cpu or cuda device; on a CPU without bfloat16 units it works but is slow: said."""
-    import torch
-
-    if precision == "float32":
-        return
-    kind = torch.device(device).type
-    if kind not in ("cpu", "cuda"):
-        raise ValueError(f"--precision bfloat16 runs on cpu or cuda, not on {device!r}; use --precision float32")
-    if kind == "cpu":
-        from ..models.fuse import cpu_bfloat16_units
-
-        if cpu_bfloat16_units() is None:
-            report.warn("--precision bfloat16 on a CPU without bfloat16 units (wrcup info): it computes, but "
-                        "expect it to be much slower than float32")
 
 
 def _point(text: str) -> tuple[float, float]:
@@ -380,7 +349,7 @@ def run(args) -> int:
 
     report = Report(args.quiet)
     device = resolve_device(args.device, "--device")
-    check_precision(args.precision, device, report)
+    check_precision(args.precision, device, report.warn)
     args.max_memory = parse_memory(args.max_memory, "--max-memory")
     check_positive_int(args.max_side, "--max-side")
     _, meta = check_model(args.model)
