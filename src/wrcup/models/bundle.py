@@ -9,7 +9,6 @@ from torch import nn
 
 from .._checks import check_choice, check_images
 from ..data.prep import prepare_images
-from ..ops.closed_form import no_autocast
 from ..ops.guided import fit_guided_at, guided_upsample
 from .sizing import plan_passes, resize_features, resolve_output_size
 from .growth import grow_guided
@@ -175,15 +174,14 @@ def guided_last_step(features: torch.Tensor, images: torch.Tensor, size: tuple[i
     """:func:`wrcup.ops.guided_upsample` of ``features`` (B×C×h×w) to ``size``, guided by ``images`` (B×3×H×W in
     [0, 1]). When no gradient is needed, the coefficients are grown block by block into the output
     (:func:`~wrcup.models.growth.grow_guided`) instead of as three maps of the output's size per channel; the
-    values agree to float32 rounding. Returns the features' dtype (half precision is computed in float32, and
-    autocast is off inside, as in :func:`~wrcup.ops.guided_upsample`)."""
+    values agree to float32 rounding. Returns the features' dtype (half precision is computed in float32, and the
+    fit ignores autocast, as in :func:`~wrcup.ops.guided_upsample`)."""
     if torch.is_grad_enabled() and (features.requires_grad or images.requires_grad):
         return guided_upsample(features, images, size)
-    with no_autocast(features.device):
-        a, b, guide = fit_guided_at(features, images, size)
-        out = a.new_empty(a.shape[0], a.shape[1], *size)
-        for n in range(a.shape[0]):
-            grow_guided(a[n], b[n], guide[n], out[n])
+    a, b, guide = fit_guided_at(features, images, size)
+    out = a.new_empty(a.shape[0], a.shape[1], *size)
+    for n in range(a.shape[0]):
+        grow_guided(a[n], b[n], guide[n], out[n])
     return out.to(features.dtype)
 
 

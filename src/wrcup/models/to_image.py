@@ -98,7 +98,6 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
     (:func:`wrcup.ops.guided.fit_guided`).
     """
     from .._checks import check_choice, check_tensor
-    from ..ops.closed_form import no_autocast
     from ..ops.guided import fit_guided
     from .sizing import resize_features
 
@@ -127,8 +126,7 @@ def write_features_npy(f: BinaryIO, upsampler, image: torch.Tensor, features: to
     guided = grows and final_step == "guided"
     if guided:
         photo = guide_image.to(device=x.device, dtype=x.dtype)
-        with no_autocast(x.device):  # the fit's solves in full precision, as in guided_upsample
-            coef_a, coef_b = (t[0] for t in fit_guided(x[None], photo[None]))
+        coef_a, coef_b = (t[0] for t in fit_guided(x[None], photo[None]))
         # the guided growth works in a fixed amount of memory, whatever the chunk
         budget = max(budget - grow_guided_bytes(C, photo.shape[0], W, dtype=x.dtype), 0)
     chunk_bytes = max(min(chunk_bytes, budget // 4), 2 * W)

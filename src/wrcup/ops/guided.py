@@ -63,24 +63,25 @@ def guided_coefficients(features: torch.Tensor, guide: torch.Tensor, radius: int
     if guide.shape[0] != features.shape[0] or guide.shape[-2:] != features.shape[-2:]:
         raise ValueError(f"guide must be B×k×h×w on the features' grid {tuple(features.shape[-2:])} with batch "
                          f"{features.shape[0]}, got shape {tuple(guide.shape)}")
-    B, C, h, w = features.shape
-    k = guide.shape[1]
-    guide = guide.to(features.dtype)
-    mean_i = _box_mean(guide, radius)                                                    # B×k×h×w
-    mean_p = _box_mean(features, radius)                                                 # B×C×h×w
-    # window covariances: guide with guide (k×k, shared by every channel) and guide with features (k per channel)
-    cov_ip = torch.stack([_box_mean(guide[:, i:i + 1] * features, radius) - mean_i[:, i:i + 1] * mean_p
-                          for i in range(k)], dim=2)                                     # B×C×k×h×w
-    pairs = torch.stack([guide[:, i] * guide[:, j] for i in range(k) for j in range(k)], dim=1)
-    cov_ii = (_box_mean(pairs, radius).view(B, k, k, h, w)
-              - mean_i[:, :, None] * mean_i[:, None, :])                                 # B×k×k×h×w
-    eye = torch.eye(k, dtype=features.dtype, device=features.device)
-    system = cov_ii.permute(0, 3, 4, 1, 2) + eps * eye                                  # B×h×w×k×k, SPD
-    # one k×k inverse per cell, shared by the C channels (a solve per channel would repeat it C times)
-    a = torch.einsum("bhwij,bcjhw->bcihw", torch.linalg.inv(system), cov_ip)            # B×C×k×h×w
-    b = mean_p - (a * mean_i[:, None]).sum(dim=2)
-    a = _box_mean(a.reshape(B, C * k, h, w), radius).view(B, C, k, h, w)
-    return a, _box_mean(b, radius)
+    with no_autocast(features.device):  # the covariances and 3×3 solves need full precision
+        B, C, h, w = features.shape
+        k = guide.shape[1]
+        guide = guide.to(features.dtype)
+        mean_i = _box_mean(guide, radius)                                                    # B×k×h×w
+        mean_p = _box_mean(features, radius)                                                 # B×C×h×w
+        # window covariances: guide with guide (k×k, shared by every channel) and guide with features (k per channel)
+        cov_ip = torch.stack([_box_mean(guide[:, i:i + 1] * features, radius) - mean_i[:, i:i + 1] * mean_p
+                              for i in range(k)], dim=2)                                     # B×C×k×h×w
+        pairs = torch.stack([guide[:, i] * guide[:, j] for i in range(k) for j in range(k)], dim=1)
+        cov_ii = (_box_mean(pairs, radius).view(B, k, k, h, w)
+                  - mean_i[:, :, None] * mean_i[:, None, :])                                 # B×k×k×h×w
+        eye = torch.eye(k, dtype=features.dtype, device=features.device)
+        system = cov_ii.permute(0, 3, 4, 1, 2) + eps * eye                                  # B×h×w×k×k, SPD
+        # one k×k inverse per cell, shared by the C channels (a solve per channel would repeat it C times)
+        a = torch.einsum("bhwij,bcjhw->bcihw", torch.linalg.inv(system), cov_ip)            # B×C×k×h×w
+        b = mean_p - (a * mean_i[:, None]).sum(dim=2)
+        a = _box_mean(a.reshape(B, C * k, h, w), radius).view(B, C, k, h, w)
+        return a, _box_mean(b, radius)
 
 
 def fit_guided(features: torch.Tensor, image: torch.Tensor, radius: int = GUIDED_RADIUS, eps: float = GUIDED_EPS,
@@ -110,8 +111,7 @@ def fit_guided_at(features: torch.Tensor, image: torch.Tensor, size: Sequence[in
     :func:`wrcup.models.bundle.guided_last_step`: ``(a, b, guide)``, the coefficients of :func:`fit_guided` (a
     B×C×k×h×w, b B×C×h×w) and ``image`` at the output ``size`` (B×k×H×W, resized with antialiasing if needed).
 
-    float16 and bfloat16 features are fitted in float32 (a, b and the guide then come back in float32); call it with
-    autocast off (the 3×3 solves and the covariances would otherwise round to bfloat16).
+    float16 and bfloat16 features are fitted in float32 (a, b and the guide then come back in float32).
     """
     if features.dtype not in (torch.float32, torch.float64):
         features = features.float()
@@ -144,9 +144,8 @@ def guided_upsample(features: torch.Tensor, image: torch.Tensor, size: Sequence[
     h, w = features.shape[-2:]
     if H < h or W < w:
         raise ValueError(f"size {H}×{W} is smaller than the features' grid {h}×{w}: guided_upsample only enlarges")
-    with no_autocast(features.device):
-        a, b, high = fit_guided_at(features, image, (H, W), radius, eps)
-        B, C, k = a.shape[:3]
-        a_up = F.interpolate(a.reshape(B, C * k, h, w), size=(H, W), mode="bilinear", align_corners=False)
-        b_up = F.interpolate(b, size=(H, W), mode="bilinear", align_corners=False)
-        return apply_guided(a_up.view(B, C, k, H, W), b_up, high).to(features.dtype)
+    a, b, high = fit_guided_at(features, image, (H, W), radius, eps)
+    B, C, k = a.shape[:3]
+    a_up = F.interpolate(a.reshape(B, C * k, h, w), size=(H, W), mode="bilinear", align_corners=False)
+    b_up = F.interpolate(b, size=(H, W), mode="bilinear", align_corners=False)
+    return apply_guided(a_up.view(B, C, k, H, W), b_up, high).to(features.dtype)
