@@ -2,14 +2,13 @@
 truncated or corrupt entry is detected, reported and recomputed instead of crashing the run."""
 from __future__ import annotations
 
-import shutil
 import warnings
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from wrcup.train.trainer import ImagePool, TargetSource, TrainConfig, train
+from wrcup.train.trainer import TargetSource, TrainConfig, train
 
 SMALL = dict(high_res=112, crop_align=28, crops=2, batch_size=2, progress=False, checkpoint_every=0, seed=3)
 
@@ -61,11 +60,8 @@ def test_a_second_seed_reuses_the_first_seeds_targets_with_target_seed(tmp_path)
 
 
 @pytest.fixture(scope="module")
-def pool(tmp_path_factory, real_photos):
-    folder = tmp_path_factory.mktemp("photos")
-    for p in real_photos[:2]:
-        shutil.copy(p, folder / p.name)
-    return ImagePool([str(folder)])
+def pool(photo_pool):
+    return photo_pool(2)
 
 
 def _damage(path, how: str) -> None:
