@@ -9,8 +9,8 @@ On CUDA (the full check, a few minutes on one GPU):
 - the upsampler network around every operator (dim 384, patch 14; image 448×448 / 896×896) the same way, forward in
   eval mode, forward+backward in training mode in float32 and under ``torch.autocast(bfloat16)`` (how the trainer runs
   on CUDA), plus the shipped upsampler as ``wrcup.load()`` serves it (BatchNorm folded), forward;
-- ``--steps`` (200) training steps of the shipped checkpoint's recipe (its stored config: batch 4, 448, 4 crops,
-  its losses; bf16 autocast on CUDA) with cached backbone targets: of ``--data`` (an image folder) cached in
+- ``--steps`` (200) training steps of the shipped checkpoint's recipe (its stored config: batch 4, 4 crops, its
+  high-res sizes 448 and 896 in its 3:1 mix, its losses; bf16 autocast on CUDA) with cached backbone targets: of ``--data`` (an image folder) cached in
   ``--cache`` (reused if already filled), else of 16 synthetic images cached in a temporary folder; the cache is
   filled before the clock starts. Median step time (steps after the first 10), steps/s, peak memory.
 On CPU the same code runs a tiny version (8 channels, a 4×4 grid, batch 2, a 16-channel network on 56×56 images,
@@ -48,14 +48,14 @@ class Plan:
     warmup: int
     repeats: int
     train_steps: int
-    train_high_res: int
+    train_high_res: int | None  # None: the recipe's sizes and their mix
     train_batch: int | None  # None: the recipe's
     train_crops: int | None
     synthetic_images: int
 
 
 FULL = Plan(channels=384, grids=(32, 64), batches=(1, 4), net_dim=384, warmup=3, repeats=10, train_steps=200,
-            train_high_res=448, train_batch=None, train_crops=None, synthetic_images=16)
+            train_high_res=None, train_batch=None, train_crops=None, synthetic_images=16)
 TINY = Plan(channels=8, grids=(4,), batches=(2,), net_dim=16, warmup=1, repeats=1, train_steps=2,
             train_high_res=112, train_batch=2, train_crops=2, synthetic_images=4)
 
@@ -182,18 +182,21 @@ def bench_training(plan: Plan, device, data: str | None, cache: str | None) -> d
     from wrcup import backbones
     from wrcup.models.bundle import checkpoint_path
     from wrcup.models.checkpoint import read_metadata
-    from wrcup.train.trainer import ImagePool, TargetSource, TrainConfig, train
+    from wrcup.models.names import DEFAULT_CHECKPOINT
+    from wrcup.train.trainer import ImagePool, TargetSource, TrainConfig, scale_index, train
 
-    recipe = read_metadata(checkpoint_path("wrc-dinov2-s14-imgfocus"))["config"]
+    recipe = read_metadata(checkpoint_path(DEFAULT_CHECKPOINT))["config"]
+    sizes = {} if plan.train_high_res is None else {"high_res": plan.train_high_res, "scale_mix": None}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if data is None:
-            data = str(tmp / "images")
-            _synthetic_images(Path(data), plan.synthetic_images, plan.train_high_res)
+        synthetic = data is None
+        data = str(tmp / "images") if synthetic else data
         cfg = TrainConfig.from_dict({**recipe, "data": [data], "out": str(tmp / "run"), "steps": plan.train_steps,
                                      "cache_targets": cache or str(tmp / "cache"), "device": device.type,
-                                     "checkpoint_every": 0, "progress": False, "high_res": plan.train_high_res,
+                                     "checkpoint_every": 0, "progress": False, **sizes,
                                      "warmup": min(recipe.get("warmup", 0), plan.train_steps // 4)})
+        if synthetic:
+            _synthetic_images(Path(data), plan.synthetic_images, max(cfg.scales()))
         if plan.train_batch is not None:
             cfg.batch_size = plan.train_batch
         if plan.train_crops is not None:
@@ -214,11 +217,17 @@ def bench_training(plan: Plan, device, data: str | None, cache: str | None) -> d
             rows = list(csv.DictReader(fh))
         step_ms = [1e3 * cfg.batch_size / float(r["images_per_s"]) for r in rows]
         steady = step_ms[10:] if len(step_ms) > 20 else step_ms
-        return {"steps": summary["steps"], "batch_size": cfg.batch_size, "high_res": cfg.high_res, "crops": cfg.crops,
+        scales = cfg.scales()
+        by_size = {}  # steps on the 896 view cost more than those on the 448 view: a median for each
+        for row, ms in zip(rows[len(rows) - len(steady):], steady):
+            by_size.setdefault(str(scales[scale_index(int(row["step"]), cfg)]), []).append(ms)
+        return {"checkpoint": DEFAULT_CHECKPOINT, "steps": summary["steps"], "batch_size": cfg.batch_size,
+                "high_res": cfg.high_res, "scale_mix": cfg.scale_mix, "crops": cfg.crops,
                 "losses": {k: v for k, v in cfg.loss_weights.items() if v}, "operator": cfg.operator,
                 "residual": cfg.residual, "bf16_autocast": device.type == "cuda", "images": len(images),
-                "data": "synthetic" if data.startswith(str(tmp)) else data, "cache_fill_s": round(fill_s, 2),
+                "data": "synthetic" if synthetic else data, "cache_fill_s": round(fill_s, 2),
                 "median_step_ms": statistics.median(steady), "first_step_ms": step_ms[0],
+                "median_step_ms_by_high_res": {k: statistics.median(v) for k, v in by_size.items()},
                 "steps_per_s": summary["steps"] / max(summary["wall_time_s"], 1e-9), "peak_mib": peak,
                 "final_losses": summary["final_losses"]}
 

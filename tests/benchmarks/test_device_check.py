@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from wrcup.models.bundle import checkpoint_path
+from wrcup.models.checkpoint import read_metadata
+from wrcup.models.names import DEFAULT_CHECKPOINT
 from wrcup.nn import list_operators
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,3 +37,9 @@ def test_device_check_tiny_on_cpu(tmp_path):
     train = result["training"]
     assert train["steps"] == 2 and train["data"] == "synthetic" and train["images"] == 4
     assert train["median_step_ms"] > 0 and math.isfinite(train["final_losses"]["total"])
+    # the shipped checkpoint's recipe, at the tiny plan's one size
+    recipe = read_metadata(checkpoint_path(DEFAULT_CHECKPOINT))["config"]
+    assert train["checkpoint"] == DEFAULT_CHECKPOINT
+    assert (train["operator"], train["residual"]) == (recipe["operator"], recipe["residual"])
+    assert train["high_res"] == 112 and train["scale_mix"] is None
+    assert list(train["median_step_ms_by_high_res"]) == ["112"]
