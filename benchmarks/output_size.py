@@ -21,8 +21,8 @@ Routes:
                             (the last step of ``--to-image --final-step guided``; compare learned-1pass+bilinear);
     learned-2pass+bilinear / learned-2pass+guided   (s > 4) the same after two passes.
 
-    python benchmarks/output_size.py $DATA/davis2016-dev/JPEGImages/480p --every 20 --scales 2,4
-    python benchmarks/output_size.py … --scales 8 --limit 4 --variants --out benchmarks/results/output_size_8x.json
+    python benchmarks/output_size.py $DATA/davis2016-dev/JPEGImages/480p --every 20 --scales 2,4,8 \
+        --out benchmarks/results/output_size_v2.json
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from _common import cpu_model  # noqa: E402
+from wrcup.models.names import DEFAULT_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="at most this many images (spread evenly)")
     ap.add_argument("--size", type=int, default=224, help="input shorter side (default 224)")
     ap.add_argument("--scales", type=_scales, default=[2, 4], help="factors of the backbone grid (default 2,4)")
-    ap.add_argument("--model", default="wrc-dinov2-s14-imgfocus")
+    ap.add_argument("--model", default=DEFAULT_CHECKPOINT, help="bundle for wrcup.load (default: %(default)s)")
     ap.add_argument("--variants", action="store_true", help="also the patch-p guidance route (s > 2)")
     ap.add_argument("--cache", default=None, help="backbone feature cache (default $WRCUP_CACHE/features)")
     ap.add_argument("--threads", type=int, default=2)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from wrcup.models.names import DEFAULT_CHECKPOINT
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -18,6 +20,7 @@ def test_output_size_benchmark_small(tmp_path, real_photos):
     assert res.returncode == 0, res.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["images"] == 2 and set(result["summary"]) == {"x2", "x3", "x4", "x8"}
+    assert result["model"] == DEFAULT_CHECKPOINT  # the shipped model unless --model names another
     assert set(result["summary"]["x3"]) == {"bilinear", "learned", "learned-bilinear-norm", "learned-under+bilinear",
                                             "learned-no-antialias", "learned-patch-p-guide", "learned-1pass+guided"}
     one_pass = {"bilinear", "learned", "learned-bilinear-norm", "learned-1pass+bilinear", "learned-1pass+guided",
