@@ -10,9 +10,10 @@ On CUDA (the full check, a few minutes on one GPU):
   eval mode, forward+backward in training mode in float32 and under ``torch.autocast(bfloat16)`` (how the trainer runs
   on CUDA), plus the shipped upsampler as ``wrcup.load()`` serves it (BatchNorm folded), forward;
 - ``--steps`` (200) training steps of the shipped checkpoint's recipe (its stored config: batch 4, 4 crops, its
-  high-res sizes 448 and 896 in its 3:1 mix, its losses; bf16 autocast on CUDA) with cached backbone targets: of ``--data`` (an image folder) cached in
-  ``--cache`` (reused if already filled), else of 16 synthetic images cached in a temporary folder; the cache is
-  filled before the clock starts. Median step time (steps after the first 10), steps/s, peak memory.
+  high-res sizes 448 and 896 in its 3:1 mix, its losses; bf16 autocast on CUDA) with cached backbone targets: of
+  ``--data`` (an image folder) cached in ``--cache`` (reused if already filled), else of 16 synthetic images cached
+  in a temporary folder; the cache is filled before the clock starts. Median step time (steps after the first 10;
+  also for each high-res size), steps/s, peak memory.
 On CPU the same code runs a tiny version (8 channels, a 4×4 grid, batch 2, a 16-channel network on 56×56 images,
 2 training steps at 112 with 4 synthetic images, float32, no memory figures): the test suite's smoke run.
 Writes JSON (``--out``, atomically, after every section); a measurement that fails (e.g. out of memory) is recorded
