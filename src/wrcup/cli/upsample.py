@@ -53,8 +53,9 @@ def add_parser(sub) -> None:
     p.add_argument("--output-norm", choices=["learned", "bilinear"], default=None,
                    help="length of each upsampled feature vector: the network's own, or that of the bilinear "
                         "upsampling (the network's direction kept: same cosine, lower squared error to the "
-                        "backbone's features, but a lower linear-probe score; docs/RESULTS.md, 'Output norm') "
-                        "(default: the checkpoint's, else learned)")
+                        "backbone's features, but a lower linear-probe score; docs/RESULTS.md, 'Output norm'; "
+                        "with --scale 4 or 8, bilinear keeps the lengths from growing at each pass and at 8 also "
+                        "gives the higher cosine) (default: the checkpoint's, else learned)")
     p.add_argument("--size", type=int, default=448,
                    help="shorter image side fed to the backbone, at least two backbone patches, e.g. 28 for "
                         "patch 14 (default: %(default)s)")
