@@ -1,6 +1,8 @@
 """wrcup.models.tiling: tile plans, blending windows, memory plan; tiled vs untiled passes."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -65,6 +67,16 @@ def test_choose_tile_fits_the_budget():
     assert whole + pass_bytes((tile, tile), 384) <= budget < whole + pass_bytes((tile + 1, tile + 1), 384)
     with pytest.raises(MemoryError, match="max_memory"):
         choose_tile((512, 672), 384, 2**30)
+
+
+def test_choose_tile_names_the_smallest_budget_that_fits():
+    grid, reserved = (96, 128), 2**30   # a 1344 x 1792 input's grid
+    with pytest.raises(MemoryError, match=r"max_memory=1\.00 GiB is too small .* at least \d+ MiB") as exc:
+        choose_tile(grid, 384, 2**30, reserved=reserved)
+    need = int(re.search(r"at least (\d+) MiB", str(exc.value)).group(1)) * 2**20
+    assert choose_tile(grid, 384, need, reserved=reserved) >= 2 * tiling.DEFAULT_OVERLAP + 8
+    with pytest.raises(MemoryError):
+        choose_tile(grid, 384, need - 2**20, reserved=reserved)
 
 
 def test_parse_memory():

@@ -300,12 +300,13 @@ def process(job: Job, model, args, device: str, report: Report, bar) -> str | No
         return process_to_image(job, image, model, args, device, report, bar)
     H0, W0 = image.shape[-2:]
     x = backbone_input(image, model, args, device, report, job.image.name)
+    del image  # the full-size float copy (144 MB for 12 MP) is not needed past the resize
     H, W = x.shape[-2:]
     bar.set_postfix_str(f"{job.image.name} {W0}×{H0} → {W}×{H}", refresh=True)
     try:
         with torch.inference_mode(), precision_context(args.precision, device):
             high, low = model(x, return_low_res=True, scale=args.scale, max_memory=args.max_memory)
-    except (RuntimeError, ValueError) as err:  # e.g. out of memory on a huge image: this one fails, others go on
+    except (RuntimeError, ValueError, MemoryError) as err:  # e.g. a budget too small: this one fails, others go on
         if os.environ.get("WRCUP_DEBUG"):
             raise
         return f"the model failed on it: {_reason(err)}"
@@ -346,12 +347,15 @@ def run(args) -> int:
 
     from .._checks import check_positive_int, resolve_device
 
-    from ..models.tiling import parse_memory
+    from ..models.tiling import RESERVED_BYTES, parse_memory
 
     report = Report(args.quiet)
     device = resolve_device(args.device, "--device")
     check_precision(args.precision, device, report.warn)
     args.max_memory = parse_memory(args.max_memory, "--max-memory")
+    if args.max_memory <= RESERVED_BYTES:  # else every image would fail in its first upsampler pass
+        raise ValueError(f"--max-memory must be more than {RESERVED_BYTES / 2**30:g} GiB, the part kept for Python, "
+                         f"torch, the model and the backbone pass; got {args.max_memory / 2**30:.2f} GiB")
     check_positive_int(args.max_side, "--max-side")
     _, meta = check_model(args.model)
     check_size(args.size, meta)

@@ -120,7 +120,8 @@ def _rgb_float(img: Image.Image, path: Path) -> np.ndarray:
     """A decoded PIL image → float32 H×W×3 in [0, 1] (rules in the module docstring)."""
     mode = img.mode
     if mode in _SIXTEEN_BIT_MODES:
-        grey = np.asarray(img).astype(np.float32) / 65535
+        grey = np.asarray(img).astype(np.float32)
+        grey /= 65535  # in place: one float copy of a large image, not two
     elif mode == "I":
         values = np.asarray(img)
         lo, hi = int(values.min()), int(values.max())
@@ -128,7 +129,8 @@ def _rgb_float(img: Image.Image, path: Path) -> np.ndarray:
             raise ImageReadError(f"cannot read {str(path)!r}: 32-bit integer image with values from {lo} to {hi}; "
                                  "only 0 … 65535 (16-bit data) has a known brightness scale; convert it to 8 or "
                                  "16 bits first")
-        grey = values.astype(np.float32) / 65535
+        grey = values.astype(np.float32)
+        grey /= 65535
     elif mode == "F":
         grey = np.asarray(img, dtype=np.float32)
         if not np.isfinite(grey).all():
@@ -140,7 +142,8 @@ def _rgb_float(img: Image.Image, path: Path) -> np.ndarray:
     elif mode == "1":
         grey = np.asarray(img, dtype=np.float32)
     elif mode == "CMYK":
-        cmyk = np.asarray(img, dtype=np.float32) / 255
+        cmyk = np.asarray(img, dtype=np.float32)
+        cmyk /= 255
         return (1 - cmyk[..., :3]) * (1 - cmyk[..., 3:])
     else:
         alpha = mode in _ALPHA_MODES or "transparency" in img.info
@@ -148,7 +151,9 @@ def _rgb_float(img: Image.Image, path: Path) -> np.ndarray:
             converted = img.convert("RGBA" if alpha else "RGB")
         except ValueError as err:
             raise ImageReadError(f"cannot read {str(path)!r}: PIL mode {mode!r} cannot be turned into RGB ({err})")
-        array = np.asarray(converted, dtype=np.float32) / 255
+        array = np.asarray(converted, dtype=np.float32)
+        del converted
+        array /= 255
         if not alpha:
             return array
         a = array[..., 3:]

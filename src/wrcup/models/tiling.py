@@ -111,21 +111,28 @@ def pass_bytes(grid_hw: Sequence[int], dim: int, batch: int = 1) -> int:
 
 
 def choose_tile(grid_hw: Sequence[int], dim: int, max_memory: int, overlap: int = DEFAULT_OVERLAP,
-                batch: int = 1) -> int | None:
+                batch: int = 1, reserved: int = 0) -> int | None:
     """The tile side (in cells of the pass's input grid) for one pass from grid (h, w) within ``max_memory`` bytes,
-    or None when the untiled pass fits. The pass's input and output stay in memory whole (the output is what the
-    tiles are blended into): they are budgeted first, the tile's activations get the rest."""
+    of which ``reserved`` are kept for the rest of the process, or None when the untiled pass fits. The pass's
+    input and output stay in memory whole (the output is what the tiles are blended into): they are budgeted
+    first, the tile's activations get the rest. MemoryError, with the smallest budget that would do, when even
+    the smallest tile does not fit."""
     h, w = int(grid_hw[0]), int(grid_hw[1])
-    if pass_bytes((h, w), dim, batch) <= max_memory:
+    available = max_memory - reserved
+    if pass_bytes((h, w), dim, batch) <= available:
         return None
     whole = batch * 4 * dim * (h * w + 4 * h * w) + batch * 4 * 4 * h * w  # input, output, weight sums
-    left = max_memory - whole
+    left = available - whole
     per_cell = pass_bytes((1, 1), dim, batch)
-    side = int(math.isqrt(max(left, 0) // per_cell)) if left > 0 else 0
+    side = int(math.isqrt(left // per_cell)) if left > 0 else 0
     floor = 2 * overlap + 8  # a tile must keep something after its ramps
     if side < floor:
+        need = reserved + whole + floor * floor * per_cell
+        kept = f"{reserved / 2**30:.2f} GiB kept for the rest of the process, " if reserved else ""
         raise MemoryError(f"max_memory={max_memory / 2**30:.2f} GiB is too small for a pass from the grid {h}×{w} "
-                          f"with {dim} channels (its input and output alone need {whole / 2**30:.2f} GiB)")
+                          f"with {dim} channels: it needs at least {math.ceil(need / 2**20)} MiB ({kept}"
+                          f"{whole / 2**30:.2f} GiB for the pass's input and output, the rest for its smallest "
+                          "tile)")
     return side
 
 
@@ -226,7 +233,6 @@ def learned_grid(upsampler, image: torch.Tensor, features: torch.Tensor, size: S
     from .sizing import plan_passes
     from .upsampler import WRCUpsampler
 
-    budget = max(max_memory - RESERVED_BYTES, 0)
     passes = plan_passes(tuple(features.shape[-2:]), (int(size[0]), int(size[1])))
     if learned_passes is not None:
         passes = min(passes, learned_passes)
@@ -234,7 +240,8 @@ def learned_grid(upsampler, image: torch.Tensor, features: torch.Tensor, size: S
     x = features
     for i in range(passes):
         patch = upsampler.patch_size / 2**i
-        tile = choose_tile(tuple(x.shape[-2:]), x.shape[1], budget, overlap, batch=x.shape[0])
+        tile = choose_tile(tuple(x.shape[-2:]), x.shape[1], max_memory, overlap, batch=x.shape[0],
+                           reserved=RESERVED_BYTES)
         x = tiled_pass(upsampler, x, quarter, patch, tile or max(x.shape[-2:]), overlap)
     return x
 
