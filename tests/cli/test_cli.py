@@ -92,6 +92,19 @@ def test_upsample_scale_and_to_image(tmp_path, real_photos, tiny_checkpoint, cap
         assert exc.value.code == 2
 
 
+def test_upsample_budget_too_small_for_a_pass_fails_that_image_in_one_line(tmp_path, real_photos, tiny_checkpoint,
+                                                                          capsys):
+    from wrcup.models.tiling import RESERVED_BYTES
+
+    budget = str(RESERVED_BYTES + 1024)  # 1 KiB past the part kept for the process: no pass fits
+    photos = [str(p) for p in real_photos[:2]]
+    assert main(["upsample", *photos, "--out", str(tmp_path), "--model", str(tiny_checkpoint), "--no-figure",
+                 "--max-memory", budget]) == 1
+    err = capsys.readouterr().err
+    assert err.count("too small for a pass") == 2 and "needs at least" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
 def test_upsample_rejects_missing_and_unreadable_files_but_finishes_the_rest(tmp_path, real_photos, tiny_checkpoint, capsys):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 truncated")
