@@ -54,7 +54,9 @@ class UpsampledBackbone(nn.Module):
             output_size: (H', W'), any positive ints, any aspect ratio.
             scale: 2, 4 or 8 (H' = scale·h, W' = scale·w) or "image" (H' × W' = H × W, the images as given).
             Neither: H' × W' = 2h × 2w, one pass of the trained upsampler (the default).
-            max_memory: working-memory budget of the upsampling, bytes or a string such as "4G" (default 4 GiB).
+            max_memory: memory budget, bytes or a string such as "4G" (default 4 GiB), of which 1 GiB is kept
+                for the rest of the process (:data:`~wrcup.models.tiling.RESERVED_BYTES`); a budget too small
+                for even the smallest tile raises MemoryError naming the smallest that fits.
                 A pass whose estimate exceeds it runs on overlapping tiles blended with linear ramps
                 (:mod:`wrcup.models.tiling`; agrees with the untiled pass to a mean cosine ≥ 0.995); passes that
                 fit run as before. The output itself (B×dim×H'×W', float32) is not counted: for outputs too large
