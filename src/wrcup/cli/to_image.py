@@ -29,19 +29,25 @@ def image_output_size(image_hw, cap: int = MAX_IMAGE_SIDE) -> tuple[int, int]:
     return max(1, round(H * f)), max(1, round(W * f))
 
 
-def process_to_image(job: Job, image, model, args, device: str, report: Report, bar) -> str | None:
-    """--to-image: features at the photo's own resolution (capped), streamed into OUT/<name>.npy; see the flag's help."""
+def process_to_image(job: Job, model, args, device: str, report: Report, bar) -> str | None:
+    """--to-image: features at the photo's own resolution (capped), streamed into OUT/<name>.npy; see the flag's help.
+    The reason when the image failed, else None, as :func:`wrcup.cli.upsample.process`."""
     import time
 
     import torch
 
     from .._io import atomic_path
+    from ..data.images import ImageReadError, load_image
     from .precision import precision_context
     from .upsample import _reason, backbone_input
     from ..models.tiling import learned_passes_to_guidance
     from ..models.to_image import write_features_npy
     from ..viz import save_comparison_figure
 
+    try:
+        image = load_image(job.image)
+    except ImageReadError as err:
+        return str(err)
     H0, W0 = image.shape[-2:]
     target = image_output_size((H0, W0), args.max_side)
     x = backbone_input(image, model, args, device, report, job.image.name)

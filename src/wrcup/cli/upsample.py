@@ -290,14 +290,14 @@ def process(job: Job, model, args, device: str, report: Report, bar) -> str | No
     from ..data.images import ImageReadError, load_image
     from ..viz import save_comparison_figure
 
+    if args.to_image:  # it loads the image itself, so that it holds the only reference and can drop it
+        from .to_image import process_to_image
+
+        return process_to_image(job, model, args, device, report, bar)
     try:
         image = load_image(job.image)
     except ImageReadError as err:
         return str(err)
-    if args.to_image:
-        from .to_image import process_to_image
-
-        return process_to_image(job, image, model, args, device, report, bar)
     H0, W0 = image.shape[-2:]
     x = backbone_input(image, model, args, device, report, job.image.name)
     del image  # the full-size float copy (144 MB for 12 MP) is not needed past the resize
