@@ -217,10 +217,11 @@ def bench_training(plan: Plan, device, data: str | None, cache: str | None) -> d
         with (tmp / "run" / "log.csv").open() as fh:
             rows = list(csv.DictReader(fh))
         step_ms = [1e3 * cfg.batch_size / float(r["images_per_s"]) for r in rows]
-        steady = step_ms[10:] if len(step_ms) > 20 else step_ms
+        first = 10 if len(step_ms) > 20 else 0  # the steps timed as steady
+        steady = step_ms[first:]
         scales = cfg.scales()
         by_size = {}  # steps on the 896 view cost more than those on the 448 view: a median for each
-        for row, ms in zip(rows[len(rows) - len(steady):], steady):
+        for row, ms in zip(rows[first:], steady):
             by_size.setdefault(str(scales[scale_index(int(row["step"]), cfg)]), []).append(ms)
         return {"checkpoint": DEFAULT_CHECKPOINT, "steps": summary["steps"], "batch_size": cfg.batch_size,
                 "high_res": cfg.high_res, "scale_mix": cfg.scale_mix, "crops": cfg.crops,
